@@ -1,0 +1,5 @@
+import sys
+
+from onevision.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command-line faces of the framework; nothing imports this package."""
