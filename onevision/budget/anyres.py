@@ -1,0 +1,98 @@
+"""AnyRes geometry: best grid resolution, unpadding and downscaling of the crop feature map.
+
+LLaVA-OneVision (arXiv 2408.03326, Sec. 3 "AnyRes-Max-N") splits a high-resolution image into
+base-size crops laid out on a grid chosen from `grid_pinpoints`, encodes every crop, stitches
+the crop features into one map, removes the rows or columns that came from padding, and
+bilinearly shrinks the map when it holds more than N crops' worth of tokens. The formulas
+below reproduce transformers' `llava_onevision` (5.x) bit for bit, float rounding included,
+because a token count that is off by one misaligns every token after it.
+
+Sizes follow the convention of each function's docstring: (height, width) unless it says
+otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def default_grid_pinpoints(image_size: int = 384, max_grid: int = 6) -> list[tuple[int, int]]:
+    """All (height, width) multiples of `image_size` from 1x1 to `max_grid`x`max_grid` crops.
+
+    Row-major over height then width, the order the released configs list them in; order
+    matters only for ties, which `select_best_resolution` breaks by first occurrence.
+    """
+    return [
+        (rows * image_size, cols * image_size)
+        for rows in range(1, max_grid + 1)
+        for cols in range(1, max_grid + 1)
+    ]
+
+
+def select_best_resolution(
+    original_size: tuple[int, int], pinpoints: list[tuple[int, int]]
+) -> tuple[int, int]:
+    """Pick the pinpoint that keeps the most effective pixels, then wastes the least.
+
+    Args:
+        original_size: (height, width) of the image in pixels.
+        pinpoints: candidate (height, width) resolutions.
+
+    Returns:
+        The chosen (height, width).
+    """
+    original_height, original_width = original_size
+    if original_height <= 0 or original_width <= 0:
+        raise ValueError(f"image size must be positive, got height={original_height} width={original_width}")
+    best_fit = None
+    max_effective = 0
+    min_wasted = float("inf")
+    for height, width in pinpoints:
+        scale = min(width / original_width, height / original_height)
+        down_w, down_h = int(original_width * scale), int(original_height * scale)
+        effective = min(down_w * down_h, original_width * original_height)
+        wasted = width * height - effective
+        if effective > max_effective or (effective == max_effective and wasted < min_wasted):
+            max_effective, min_wasted, best_fit = effective, wasted, (height, width)
+    if best_fit is None:
+        raise ValueError(f"no usable grid pinpoint for image size (h, w)={original_size}: {pinpoints}")
+    return best_fit
+
+
+def unpadded_shape(
+    original_size: tuple[int, int], feature_shape: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Rows and columns of the stitched crop feature map that hold image, not padding.
+
+    The crops came from an aspect-preserving resize centred in the grid, so padding sits
+    symmetrically on one axis; `(cur - new) // 2` rows (or columns) are dropped from each side.
+
+    Args:
+        original_size: (height, width) of the original image in pixels.
+        feature_shape: (height, width) of the stitched feature map, patches per side x grid.
+
+    Returns:
+        ((height, width) kept, (top, left) offset of the kept window in the map).
+    """
+    original_height, original_width = original_size
+    current_height, current_width = feature_shape
+    if original_width / original_height > current_width / current_height:
+        new_height = int(round(original_height * (current_width / original_width), 7))
+        padding = (current_height - new_height) // 2
+        return (current_height - 2 * padding, current_width), (padding, 0)
+    new_width = int(round(original_width * (current_height / original_height), 7))
+    padding = (current_width - new_width) // 2
+    return (current_height, current_width - 2 * padding), (0, padding)
+
+
+def downscaled_shape(shape: tuple[int, int], max_crops: int, patches_per_side: int) -> tuple[int, int]:
+    """AnyRes-Max-N: shrink an (h, w) feature map holding more than N crops' worth of tokens.
+
+    With r = sqrt(h*w / (N * side^2)), the map is resized to (int(h // r), int(w // r)) when
+    r > 1.1 (the 10% slack is the reference's), and kept as is otherwise.
+    """
+    height, width = shape
+    ratio = math.sqrt(height * width / (max_crops * patches_per_side**2))
+    if ratio > 1.1:
+        return int(height // ratio), int(width // ratio)
+    return height, width
