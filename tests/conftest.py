@@ -16,6 +16,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+# Tiny models run far faster on one intra-op thread than on two contended ones.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     random.seed(0)

@@ -90,9 +90,13 @@ def downscaled_shape(shape: tuple[int, int], max_crops: int, patches_per_side: i
 
     With r = sqrt(h*w / (N * side^2)), the map is resized to (int(h // r), int(w // r)) when
     r > 1.1 (the 10% slack is the reference's), and kept as is otherwise.
+
+    A side is never shrunk below 1: with very few patches per tile (side <= max_grid / N) a
+    thin map would otherwise round to zero columns, which bilinear resizing cannot produce
+    (transformers' model fails there, so its count is no reference for that case).
     """
     height, width = shape
     ratio = math.sqrt(height * width / (max_crops * patches_per_side**2))
     if ratio > 1.1:
-        return int(height // ratio), int(width // ratio)
+        return max(1, int(height // ratio)), max(1, int(width // ratio))
     return height, width

@@ -154,7 +154,8 @@ SIGLIP_SO400M = VisionConfig()
 
 PRESETS = {
     "debug": _debug,
-    "0.5b": lambda: ModelConfig(vision=SIGLIP_SO400M, text=TextConfig()),
+    # Qwen2-0.5B ties its embedding and LM head (0.89B parameters with the tower).
+    "0.5b": lambda: ModelConfig(vision=SIGLIP_SO400M, text=TextConfig(tie_word_embeddings=True)),
     "7b": lambda: ModelConfig(
         vision=SIGLIP_SO400M,
         text=TextConfig(vocab_size=152128, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4),

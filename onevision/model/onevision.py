@@ -1,0 +1,270 @@
+"""OneVisionModel: SigLIP tower, projector, newline vector and a Qwen2 decoder.
+
+LLaVA-OneVision (arXiv 2408.03326, Sec. 3): tiles go through the vision tower, the projector
+maps patch features to the decoder's width, `layout` arranges them per item as the planner
+said (AnyRes crops with newlines, base images, pooled video frames), `splice` writes them over
+the placeholder tokens, and Qwen2 reads the sequence.
+
+Module tree (state-dict keys follow it; see notes/contract.md):
+    vision_tower.vision_model.*      SigLIP (transformers `SiglipVisionModel`)
+    projector.linear_{1,2}.*         2-layer MLP
+    image_newline                    [D]
+    language_model.model.*           Qwen2 decoder (transformers `Qwen2Model`)
+    language_model.lm_head.weight    LM head
+
+The constructor builds random weights; loading checkpoints lives in `onevision.checkpoint`.
+To count parameters without allocating, build on the meta device:
+`OneVisionModel.from_config(config, device="meta")`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from onevision.model.config import ModelConfig, TextConfig
+from onevision.model.inputs import VisualBatch
+from onevision.model.layout import layout_items
+from onevision.model.projector import Projector
+from onevision.model.splice import check_placeholders, splice_features
+from onevision.model.vision import VisionTower
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+
+
+def qwen2_config(config: TextConfig, attn_implementation: str = "sdpa") -> Qwen2Config:
+    """transformers' `Qwen2Config` for our decoder shape."""
+    return Qwen2Config(**dataclasses.asdict(config), attn_implementation=attn_implementation)
+
+
+@dataclass
+class OneVisionOutput:
+    """What `OneVisionModel.forward` returns."""
+
+    logits: torch.Tensor | None
+    """[B, T, V] next-token logits."""
+    loss: torch.Tensor | None = None
+    """Mean cross-entropy over supervised (labels != -100) next-token positions, when labels are given."""
+    past_key_values: Any = None
+    """transformers `Cache` when `use_cache=True`."""
+
+
+class OneVisionModel(nn.Module):
+    """A LLaVA-OneVision model with random weights.
+
+    Args:
+        config: model shape and placeholder ids.
+        attn_implementation: 'sdpa' (default), 'eager', or 'flash_attention_2' (needs the
+            flash-attn package and CUDA); applied to the tower and the decoder.
+    """
+
+    def __init__(self, config: ModelConfig, attn_implementation: str = "sdpa"):
+        super().__init__()
+        if attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}")
+        self.config = config
+        width = config.text.hidden_size
+        self.vision_tower = VisionTower(config.vision, config.vision_feature_layer, attn_implementation)
+        self.projector = Projector(config.vision.hidden_size, width, config.projector_act)
+        # As transformers initialises it: N(0, 1/D), the scale of a token embedding.
+        self.image_newline = nn.Parameter(torch.randn(width) / math.sqrt(width))
+        self.language_model = Qwen2ForCausalLM(qwen2_config(config.text, attn_implementation))
+        self.tile_chunk: int | None = None
+        """Default most tiles per vision-tower pass (see `encode_visual`); None = all at once."""
+
+    @classmethod
+    def from_config(
+        cls, config: ModelConfig, device: torch.device | str | None = None, attn_implementation: str = "sdpa"
+    ) -> "OneVisionModel":
+        """Build with random weights directly on `device`; 'meta' allocates nothing (for counting)."""
+        if device is None:
+            return cls(config, attn_implementation=attn_implementation)
+        with torch.device(device):
+            return cls(config, attn_implementation=attn_implementation)
+
+    # ------------------------------------------------------------------ visual path
+
+    def encode_visual(
+        self, visual: VisualBatch | None, tile_chunk: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Visual tokens of every item, laid out per plan.
+
+        Args:
+            visual: tiles and plans of the batch (None: no visual items).
+            tile_chunk: run the tower on at most this many tiles at a time (memory bound for
+                long videos); None uses `self.tile_chunk`.
+
+        Returns:
+            (image_features [Ni, D], video_features [Nv, D]): image items (single and
+            multi-image) in order, then video items in order; [0, D] when there are none.
+        """
+        width = self.config.text.hidden_size
+        ref = self.image_newline
+        if visual is None or not visual.plans:
+            empty = ref.new_zeros(0, width)
+            return empty, empty
+        pixels = visual.pixel_values.to(device=ref.device)
+        tile_chunk = tile_chunk or self.tile_chunk
+        chunks = [pixels] if not tile_chunk else torch.split(pixels, tile_chunk, dim=0)
+        tiles = torch.cat([self.projector(self.vision_tower.features(chunk)) for chunk in chunks], dim=0)
+        items = layout_items(visual.plans, tiles, self.image_newline)
+        images = [t for t, p in zip(items, visual.plans) if p.kind != "video"]
+        videos = [t for t, p in zip(items, visual.plans) if p.kind == "video"]
+        empty = tiles.new_zeros(0, width)
+        return (torch.cat(images) if images else empty), (torch.cat(videos) if videos else empty)
+
+    def embed(self, input_ids: torch.Tensor, visual: VisualBatch | None = None) -> torch.Tensor:
+        """Text embeddings with the visual tokens written over the placeholders.
+
+        Args:
+            input_ids: [B, T] ids; image/video placeholders count exactly the planned tokens.
+            visual: tiles and plans of the batch's items, in placeholder order.
+
+        Returns:
+            inputs_embeds [B, T, D].
+
+        Raises:
+            ValueError: placeholder counts and visual token counts differ.
+        """
+        # Counts are known from the plans: fail before running the tower.
+        check_placeholders(input_ids, self.config.image_token_id, visual.image_tokens if visual else 0, "image")
+        check_placeholders(input_ids, self.config.video_token_id, visual.video_tokens if visual else 0, "video")
+        embeds = self.language_model.get_input_embeddings()(input_ids)
+        image_features, video_features = self.encode_visual(visual)
+        return splice_features(
+            embeds,
+            input_ids,
+            self.config.image_token_id,
+            image_features,
+            self.config.video_token_id,
+            video_features,
+        )
+
+    # ------------------------------------------------------------------ decoder
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor | None = None,
+        visual: VisualBatch | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **decoder_kwargs,
+    ) -> torch.Tensor:
+        """The decoder's last hidden state (after its final norm), without the LM head.
+
+        For losses that apply `self.language_model.lm_head` to selected positions only.
+        Arguments as in `forward` (no cache).
+
+        Returns:
+            [B, T, D].
+        """
+        out = self._decode(input_ids, visual, attention_mask, position_ids, None, False, inputs_embeds, decoder_kwargs)
+        return out.last_hidden_state
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        visual: VisualBatch | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        past_key_values=None,
+        use_cache: bool = False,
+        inputs_embeds: torch.Tensor | None = None,
+        **decoder_kwargs,
+    ) -> OneVisionOutput:
+        """Logits (and loss) for a batch.
+
+        Args:
+            input_ids: [B, T] ids with placeholders (or give `inputs_embeds` [B, T, D]).
+            visual: tiles and plans of the batch's items, in placeholder order.
+            attention_mask: [B, T] 1 for real tokens, 0 for padding; None for packed rows.
+            position_ids: [B, T]; packed rows restart at 0 at each sample (with
+                attention_mask None and use_cache False, transformers then keeps samples apart).
+            labels: [B, T] target ids, -100 where not supervised; shifted inside.
+            past_key_values: a transformers `Cache` to extend.
+            use_cache: return the updated cache.
+            decoder_kwargs: passed to the Qwen2 decoder's attention (e.g. `cu_seq_lens_q/k`,
+                `max_length_q/k` for variable-length flash kernels).
+
+        Returns:
+            `OneVisionOutput` with logits [B, T, V], loss, past_key_values.
+        """
+        out = self._decode(
+            input_ids, visual, attention_mask, position_ids, past_key_values, use_cache, inputs_embeds, decoder_kwargs
+        )
+        logits = self.language_model.lm_head(out.last_hidden_state)
+        loss = None if labels is None else shifted_cross_entropy(logits, labels)
+        return OneVisionOutput(logits=logits, loss=loss, past_key_values=out.past_key_values)
+
+    def _decode(self, input_ids, visual, attention_mask, position_ids, past_key_values, use_cache, inputs_embeds, decoder_kwargs):
+        """Qwen2Model output (last_hidden_state, past_key_values) for ids + visual or ready embeddings."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed(input_ids, visual)
+        return self.language_model.model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **decoder_kwargs,
+        )
+
+    # ------------------------------------------------------------------ training switches
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Checkpoint every tower and decoder layer (non-reentrant unless told otherwise).
+
+        Non-reentrant checkpointing keeps gradients flowing when the embeddings are frozen
+        (LoRA, projector-only stages) without forcing `requires_grad` on the inputs.
+        """
+        kwargs = {"use_reentrant": False} if gradient_checkpointing_kwargs is None else gradient_checkpointing_kwargs
+        for module in self._checkpointable():
+            if hasattr(module, "activation_checkpointing_enable"):
+                module.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    def gradient_checkpointing_disable(self) -> None:
+        for module in self._checkpointable():
+            if hasattr(module, "activation_checkpointing_disable"):
+                module.activation_checkpointing_disable()
+            else:
+                module.gradient_checkpointing_disable()
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """Whether any submodule checkpoints its layers."""
+        flag = "is_activation_checkpointing"
+        return any(
+            getattr(m, flag) if hasattr(m, flag) else m.is_gradient_checkpointing for m in self._checkpointable()
+        )
+
+    def _checkpointable(self) -> tuple:
+        return (self.vision_tower.vision_model, self.language_model)
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (tied weights counted once); works on the meta device."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy: logits [B, T, V] at t predict labels [B, T] at t+1.
+
+    Averaged over supervised positions (labels != -100) in float32; a batch with none gives 0
+    (with a graph), not NaN, so a rank with nothing to learn still steps in sync.
+    """
+    targets = labels[:, 1:].reshape(-1).to(logits.device)
+    flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    total = F.cross_entropy(flat, targets, ignore_index=-100, reduction="sum")
+    return total / (targets != -100).sum().clamp(min=1)
