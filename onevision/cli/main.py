@@ -1,8 +1,8 @@
 """`onevision` command: one sub-command per module in this package.
 
 Each module named in COMMANDS defines ``register(subparsers)``, which adds its parser and
-sets ``func`` to the function that runs it. Modules are imported only when listed, so a
-missing optional dependency of one command does not break the others.
+sets ``func`` to the function that runs it. A listed module that does not exist (yet) is
+left out of the listing; any other import error, a missing dependency included, propagates.
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ COMMANDS = [
     ("tokens", "onevision.cli.tokens"),
     ("convert", "onevision.cli.convert"),
     ("generate", "onevision.cli.generate"),
+    ("video-qa", "onevision.cli.video_qa"),
+    ("eval", "onevision.cli.eval"),
+    ("data", "onevision.cli.data"),
+    ("train", "onevision.cli.train"),
 ]
 
 
@@ -26,7 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for _name, module in COMMANDS:
-        importlib.import_module(module).register(subparsers)
+        try:
+            loaded = importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name == module:
+                continue
+            raise
+        loaded.register(subparsers)
     return parser
 
 

@@ -1,0 +1,166 @@
+"""Format detection and conversion between checkpoint layouts.
+
+Formats, told apart by config.json's `model_type`:
+- 'hf': transformers' `llava_onevision` (see `onevision.checkpoint.hf`);
+- 'llava-next': the original LLaVA-NeXT `llava_qwen` (see `onevision.checkpoint.llava_next`);
+- components: a Qwen2 LLM folder plus a SigLIP folder (`onevision.checkpoint.components`),
+  given as two folders since neither alone is a model.
+
+`convert` streams: it reads headers, checks every key and shape against the model the config
+describes (built on the meta device, so nothing is allocated), then writes one shard at a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from onevision.checkpoint.components import LLM_MODEL_TYPES, VISION_MODEL_TYPES, read_components
+from onevision.checkpoint.files import Checkpoint, CheckpointError, check_keys, empty_model, materialize, model_keys, read_json
+from onevision.checkpoint.hf import CONFIG_FILE, HF_MODEL_TYPE, read_hf, write_hf
+from onevision.checkpoint.llava_next import LLAVA_NEXT_MODEL_TYPE, read_llava_next, write_llava_next
+from onevision.model.config import ModelConfig
+
+FORMATS = ("hf", "llava-next")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def detect_format(folder: str | Path) -> str:
+    """'hf' or 'llava-next', from `folder`/config.json's model_type.
+
+    Raises:
+        CheckpointError: no folder or config.json, a bare LLM or SigLIP (a component, not a
+            model), or an unknown model_type; the message names the folder and what was looked for.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a folder")
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"{folder} has no {CONFIG_FILE}; looked for a checkpoint folder with config.json "
+            f"(model_type {HF_MODEL_TYPE!r} or {LLAVA_NEXT_MODEL_TYPE!r}) and safetensors weights"
+        )
+    model_type = read_json(path).get("model_type")
+    if model_type == HF_MODEL_TYPE:
+        return "hf"
+    if model_type == LLAVA_NEXT_MODEL_TYPE:
+        return "llava-next"
+    if model_type in LLM_MODEL_TYPES + VISION_MODEL_TYPES:
+        raise CheckpointError(
+            f"{folder} holds a single component (model_type {model_type!r}); build a model from an LLM and a "
+            "SigLIP folder together (from_components, or `onevision convert --llm DIR --vision DIR DST`)"
+        )
+    raise CheckpointError(
+        f"{path}: model_type {model_type!r} is not a known checkpoint format; looked for "
+        f"{HF_MODEL_TYPE!r} (transformers) or {LLAVA_NEXT_MODEL_TYPE!r} (original LLaVA-NeXT)"
+    )
+
+
+def read_checkpoint(folder: str | Path, *, vision_dir: str | Path | None = None) -> Checkpoint:
+    """Any supported checkpoint folder as a lazy `Checkpoint` (format auto-detected).
+
+    `vision_dir` gives a LLaVA-NeXT checkpoint's SigLIP shape when its config names a tower
+    other than so400m-patch14-384 and carries no `vision_config`.
+    """
+    if detect_format(folder) == "hf":
+        return read_hf(folder)
+    return read_llava_next(folder, vision_dir)
+
+
+def read_config(folder: str | Path, *, vision_dir: str | Path | None = None) -> ModelConfig:
+    """Our `ModelConfig` of any supported checkpoint folder (format auto-detected)."""
+    return read_checkpoint(folder, vision_dir=vision_dir).config
+
+
+def load_checkpoint(
+    folder: str | Path,
+    *,
+    vision_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    progress: bool = True,
+):
+    """`OneVisionModel` from any supported checkpoint folder (format auto-detected)."""
+    return materialize(read_checkpoint(folder, vision_dir=vision_dir), device=device, dtype=dtype, progress=progress)
+
+
+def validate(checkpoint: Checkpoint) -> None:
+    """Check keys and shapes against the model the config describes (built on meta, nothing allocated).
+
+    Raises:
+        CheckpointError: listing missing and unexpected keys and shape mismatches.
+    """
+    check_keys(model_keys(empty_model(checkpoint.config)), checkpoint.tensors, checkpoint.source)
+
+
+def write_checkpoint(
+    checkpoint: Checkpoint,
+    folder: str | Path,
+    *,
+    to: str,
+    dtype: torch.dtype | None = None,
+    max_shard_size: int | str = "5GB",
+    tokenizer=None,
+    progress: bool = True,
+) -> list[Path]:
+    """Write `checkpoint` in format `to` ('hf' or 'llava-next'); returns the weight files."""
+    if to == "hf":
+        return write_hf(checkpoint, folder, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer, progress=progress)
+    if to == "llava-next":
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+        return write_llava_next(checkpoint, folder, dtype=dtype, max_shard_size=max_shard_size, progress=progress)
+    raise CheckpointError(f"unknown target format {to!r}; choose one of {FORMATS}")
+
+
+def convert(
+    src: str | Path | None,
+    dst: str | Path,
+    *,
+    to: str,
+    dtype: torch.dtype | None = None,
+    llm_dir: str | Path | None = None,
+    vision_dir: str | Path | None = None,
+    vision_feature_layer: int = -1,
+    tokenizer=None,
+    max_shard_size: int | str = "5GB",
+    progress: bool = True,
+) -> Checkpoint:
+    """Convert a checkpoint folder (or an LLM + SigLIP pair) into `dst` in format `to`.
+
+    Args:
+        src: checkpoint folder ('hf' or 'llava-next', detected); None with `llm_dir` and `vision_dir`.
+        dst: output folder (created); must not be `src`.
+        to: 'hf' or 'llava-next'.
+        dtype: cast floating weights (e.g. torch.bfloat16); None keeps the stored dtypes.
+        llm_dir, vision_dir: components to start from (vision_dir alone: a LLaVA-NeXT
+            checkpoint's SigLIP config).
+        vision_feature_layer: for components, the SigLIP layer used as features (see
+            `from_components`).
+        tokenizer: saved into `dst`; for components it also sets the placeholder ids.
+
+    Returns:
+        The checkpoint read (its config is the one written).
+
+    Raises:
+        CheckpointError: unknown format, keys or shapes that do not fit, `dst` == `src`.
+    """
+    if to not in FORMATS:
+        raise CheckpointError(f"unknown target format {to!r}; choose one of {FORMATS}")
+    if src is None:
+        if llm_dir is None or vision_dir is None:
+            raise CheckpointError("give a source checkpoint folder, or both an LLM folder and a SigLIP folder")
+        checkpoint = read_components(llm_dir, vision_dir, vision_feature_layer=vision_feature_layer, tokenizer=tokenizer)
+        sources = [Path(llm_dir), Path(vision_dir)]
+    else:
+        if llm_dir is not None:
+            raise CheckpointError("give either a source checkpoint folder or an LLM + SigLIP pair, not both")
+        checkpoint = read_checkpoint(src, vision_dir=vision_dir)
+        sources = [Path(src)]
+    if any(Path(dst).resolve() == s.resolve() for s in sources):
+        raise CheckpointError(f"the output folder {dst} is a source folder; write elsewhere")
+    validate(checkpoint)
+    write_checkpoint(checkpoint, dst, to=to, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer, progress=progress)
+    return checkpoint

@@ -1,0 +1,316 @@
+"""The original LLaVA-NeXT `llava_qwen` layout (the lmms-lab llava-onevision-qwen2-* releases).
+
+Keys, ours <-> LLaVA-NeXT:
+
+    vision_tower.vision_model.*       model.vision_tower.vision_tower.vision_model.*
+    projector.linear_1.* / linear_2.* model.mm_projector.0.* / model.mm_projector.2.*
+    image_newline                     model.image_newline
+    language_model.model.*            model.* (embed_tokens, layers, norm)
+    language_model.lm_head.weight     lm_head.weight (absent when tied)
+
+The vision tower. `config.json` names SigLIP by hub id (`mm_vision_tower`,
+"google/siglip-so400m-patch14-384") instead of carrying its config. LLaVA-NeXT's
+`SigLipVisionTower` loads all of SigLIP's 27 layers, deletes the last one
+(`del self.vision_tower.vision_model.encoder.layers[-1:]`), replaces the pooling head by an
+identity and takes `hidden_states[-1]` of what is left; `mm_vision_select_layer` (-2 in the
+released configs) is not read by that tower, and -2 over 27 layers is the same depth. So a
+SigLIP with L layers becomes our tower of L-1 layers with `vision_feature_layer=-1`, and the
+files' tensors of layer L-1 and of the head, when present, are dropped. The SigLIP shape is
+taken from a `vision_config` key in config.json (we write one), else from the folder given as
+`vision_dir`, else the so400m-patch14-384 shape when the config names that tower.
+
+Visual settings: `image_aspect_ratio` "anyres_max_N", `image_grid_pinpoints` (a list of
+pairs, or a string "(1x1),...,(6x6)" meaning every grid from the first to the last times the
+tile size, as LLaVA-NeXT's mm_utils expands it), `mm_spatial_pool_stride`,
+`mm_newline_position` ("one_token" / "frame" / "grid" / "no_token" = our video newline "video" /
+"frame" / "row" / "none") and `frames_upbound`. We also write `onevision_visual` (all our visual
+settings) and `image_token_index` / `video_token_index`, which the original code ignores.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from pathlib import Path
+
+import torch
+
+from onevision.budget import VisualSettings
+from onevision.checkpoint.components import read_vision_config, resize_vocab_refs
+from onevision.checkpoint.files import (
+    Checkpoint,
+    CheckpointError,
+    TensorFolder,
+    TensorRef,
+    materialize,
+    model_refs,
+    read_json,
+    resolve_tied_head,
+    write_tensors,
+)
+from onevision.checkpoint.hf import CONFIG_FILE, VISUAL_KEY
+from onevision.model.config import SIGLIP_SO400M, ModelConfig, VisionConfig
+from onevision.utils.dataclass_io import ConfigError, from_dict, to_dict
+
+LLAVA_NEXT_MODEL_TYPE = "llava_qwen"
+LLAVA_NEXT_ARCHITECTURE = "LlavaQwenForCausalLM"
+SO400M_TOWER = "google/siglip-so400m-patch14-384"
+NEWLINE_FROM_LLAVA = {"one_token": "video", "frame": "frame", "grid": "row", "no_token": "none"}
+NEWLINE_TO_LLAVA = {v: k for k, v in NEWLINE_FROM_LLAVA.items()}
+
+_TOWER = "model.vision_tower.vision_tower.vision_model."
+_LAYER = re.compile(re.escape(_TOWER) + r"encoder\.layers\.(\d+)\.")
+_FROM_LLAVA = (
+    (_TOWER, "vision_tower.vision_model."),
+    ("model.mm_projector.0.", "projector.linear_1."),
+    ("model.mm_projector.2.", "projector.linear_2."),
+    ("model.image_newline", "image_newline"),
+    ("lm_head.", "language_model.lm_head."),
+    ("model.", "language_model.model."),
+)
+_TO_LLAVA = tuple((ours, theirs) for theirs, ours in _FROM_LLAVA)
+
+
+def expand_grid_pinpoints(value, tile_size: int) -> list[tuple[int, int]]:
+    """LLaVA-NeXT `image_grid_pinpoints` as our (height, width) pairs, in order.
+
+    Accepts a list of pairs, its string form "[(384, 768), ...]", or the range form
+    "(1x1),...,(6x6)": every (i, j) from the first pair to the last, times `tile_size`.
+    Pairs are taken as (height, width), as transformers' llava_onevision conversion copies
+    them; LLaVA-NeXT's own code reads them as (width, height), which for the released sets
+    (all grids up to 6x6, symmetric) is the same set of resolutions.
+    """
+    if isinstance(value, str) and "x" in value:
+        matches = re.findall(r"\((\d+)x(\d+)\)", value)
+        if not matches:
+            raise CheckpointError(f"image_grid_pinpoints {value!r} has no '(AxB)' grid")
+        (r0, c0), (r1, c1) = (tuple(map(int, m)) for m in (matches[0], matches[-1]))
+        pairs = [(i * tile_size, j * tile_size) for i in range(r0, r1 + 1) for j in range(c0, c1 + 1)]
+    else:
+        pairs = ast.literal_eval(value) if isinstance(value, str) else value
+    return [(int(a), int(b)) for a, b in pairs]
+
+
+def _vision_shape(data: dict, path: Path, vision_dir: str | Path | None) -> VisionConfig:
+    """SigLIP's full shape (all its layers, before LLaVA-NeXT deletes the last one)."""
+    if vision_dir is not None:
+        return read_vision_config(read_json(Path(vision_dir) / CONFIG_FILE), where=str(Path(vision_dir) / CONFIG_FILE))
+    if "vision_config" in data:
+        return read_vision_config(data["vision_config"], where=f"{path} vision_config")
+    tower = str(data.get("mm_vision_tower", ""))
+    if tower.rstrip("/").endswith("siglip-so400m-patch14-384"):
+        return dataclasses.replace(SIGLIP_SO400M, num_hidden_layers=SIGLIP_SO400M.num_hidden_layers + 1)
+    raise CheckpointError(
+        f"{path}: mm_vision_tower {tower!r} is not {SO400M_TOWER!r} and the config has no vision_config; "
+        "pass vision_dir= a folder holding that SigLIP's config.json"
+    )
+
+
+def read_llava_next_config(folder: str | Path, vision_dir: str | Path | None = None) -> ModelConfig:
+    """Our `ModelConfig` from a `llava_qwen` config.json (see the module docstring for the mapping).
+
+    Raises:
+        CheckpointError: another model_type, a projector or feature kind we do not have, an
+            unknown SigLIP without a config.
+    """
+    from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
+
+    path = Path(folder) / CONFIG_FILE
+    data = read_json(path)
+    if data.get("model_type") != LLAVA_NEXT_MODEL_TYPE:
+        raise CheckpointError(f"{path}: model_type is {data.get('model_type')!r}, expected {LLAVA_NEXT_MODEL_TYPE!r}")
+    projector = data.get("mm_projector_type", "mlp2x_gelu")
+    if projector != "mlp2x_gelu":
+        raise CheckpointError(f"{path}: mm_projector_type {projector!r} is not supported (only 'mlp2x_gelu')")
+    if data.get("mm_vision_select_feature", "patch") != "patch":
+        raise CheckpointError(f"{path}: mm_vision_select_feature {data['mm_vision_select_feature']!r}; only 'patch' exists for SigLIP")
+    full = _vision_shape(data, path, vision_dir)
+    if full.num_hidden_layers < 2:
+        raise CheckpointError(f"{path}: a {full.num_hidden_layers}-layer SigLIP leaves no layer once the last is deleted")
+    if data.get("mm_hidden_size", full.hidden_size) != full.hidden_size:
+        raise CheckpointError(f"{path}: mm_hidden_size {data['mm_hidden_size']} differs from the SigLIP width {full.hidden_size}")
+    vision = dataclasses.replace(full, num_hidden_layers=full.num_hidden_layers - 1)
+
+    known = set(Qwen2Config().to_dict()) | {"rope_theta", "rope_scaling"}
+    text = Qwen2Config(**{k: v for k, v in data.items() if k in known and k not in ("model_type", "architectures")})
+    defaults = ModelConfig()
+    hf = LlavaOnevisionConfig(
+        text_config=text,
+        vision_config=SiglipVisionConfig(**dataclasses.asdict(vision), vision_use_head=False),
+        image_token_index=data.get("image_token_index", defaults.image_token_id),
+        video_token_index=data.get("video_token_index", defaults.video_token_id),
+        vision_feature_layer=-1,
+        image_grid_pinpoints=[[vision.image_size, vision.image_size]],
+    )
+    config = ModelConfig.from_hf(hf)
+    config = dataclasses.replace(config, text=dataclasses.replace(config.text, tie_word_embeddings=bool(data.get("tie_word_embeddings", False))))
+
+    aspect = str(data.get("image_aspect_ratio", ""))
+    newline = data.get("mm_newline_position", "one_token")
+    if newline not in NEWLINE_FROM_LLAVA:
+        raise CheckpointError(f"{path}: mm_newline_position {newline!r} is not one of {sorted(NEWLINE_FROM_LLAVA)}")
+    pinpoints = data.get("image_grid_pinpoints")
+    visual = VisualSettings(
+        image_size=vision.image_size,
+        patch_size=vision.patch_size,
+        anyres_max=int(aspect.removeprefix("anyres_max_")) if aspect.startswith("anyres_max_") else VisualSettings.anyres_max,
+        grid_pinpoints=tuple(expand_grid_pinpoints(pinpoints, vision.image_size)) if pinpoints else None,
+        video_pool_stride=int(data.get("mm_spatial_pool_stride") or VisualSettings.video_pool_stride),
+        video_newline=NEWLINE_FROM_LLAVA[newline],
+        frames_upbound=int(data.get("frames_upbound") or VisualSettings.frames_upbound),
+    )
+    if VISUAL_KEY in data:
+        try:
+            visual = from_dict(VisualSettings, data[VISUAL_KEY], where=VISUAL_KEY)
+        except (ConfigError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{path}: {error}") from error
+    return dataclasses.replace(config, visual=visual)
+
+
+def read_llava_next(folder: str | Path, vision_dir: str | Path | None = None) -> Checkpoint:
+    """A `llava_qwen` folder as a lazy `Checkpoint` (the deleted layer and the head dropped).
+
+    When the placeholder ids lie outside the vocabulary (the released configs keep Qwen2's
+    151647 rows, and `<video>` is 151647), the embedding and head grow to cover them, new rows
+    set to the mean of the existing ones.
+    """
+    folder = Path(folder)
+    config = read_llava_next_config(folder, vision_dir)
+    files = TensorFolder(folder)
+    kept = config.vision.num_hidden_layers
+    tensors: dict[str, TensorRef] = {}
+    dropped = []
+    for name in files.names():
+        layer = _LAYER.match(name)
+        if name.startswith(_TOWER + "head.") or name.endswith(".inv_freq") or (layer and int(layer.group(1)) >= kept):
+            dropped.append(name)
+            continue
+        ours = next((new + name[len(old) :] for old, new in _FROM_LLAVA if name.startswith(old)), name)
+        tensors[ours] = files.ref(name)
+    # The post-layernorm is not on the feature path; a file without it gets the identity.
+    width = config.vision.hidden_size
+    tower_dtype = next((r.dtype for k, r in tensors.items() if k.startswith("vision_tower.")), torch.float32)
+    for suffix, fill in (("weight", torch.ones), ("bias", torch.zeros)):
+        key = f"vision_tower.vision_model.post_layernorm.{suffix}"
+        if key not in tensors:
+            tensors[key] = TensorRef((width,), tower_dtype, lambda device, fill=fill: fill(width, dtype=tower_dtype, device=device))
+    checkpoint = resolve_tied_head(Checkpoint(config, tensors, str(folder), "llava-next", dropped))
+    needed = max(config.image_token_id, config.video_token_id) + 1
+    if needed > config.text.vocab_size:
+        checkpoint = resize_vocab_refs(checkpoint, needed)
+    return checkpoint
+
+
+def load_llava_next(
+    folder: str | Path,
+    *,
+    vision_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    progress: bool = True,
+):
+    """`OneVisionModel` from an original LLaVA-NeXT `llava_qwen` folder.
+
+    Args:
+        folder: config.json + safetensors as LLaVA-NeXT's trainer saves them.
+        vision_dir: a SigLIP folder whose config.json gives the tower's shape, for configs that
+            name a tower other than so400m-patch14-384 and carry no `vision_config`.
+        device, dtype: where and in what dtype the weights land (None keeps the stored dtype).
+
+    Raises:
+        CheckpointError: config we cannot map, or keys / shapes that do not fit it.
+    """
+    return materialize(read_llava_next(folder, vision_dir), device=device, dtype=dtype, progress=progress)
+
+
+def llava_next_config(config: ModelConfig, dtype: torch.dtype | None = None) -> dict:
+    """The `llava_qwen` config.json we write for `config` (the tower gets its deleted layer back)."""
+    from transformers import Qwen2Config
+
+    if config.vision_feature_layer != -1:
+        raise CheckpointError(
+            f"LLaVA-NeXT's SigLIP tower always uses its last kept layer; this model uses vision_feature_layer "
+            f"{config.vision_feature_layer}. Convert a model whose tower ends at its feature layer (-1)."
+        )
+    if config.projector_act != "gelu":
+        raise CheckpointError(f"LLaVA-NeXT's 'mlp2x_gelu' projector uses GELU; this model uses {config.projector_act!r}")
+    full = dataclasses.replace(config.vision, num_hidden_layers=config.vision.num_hidden_layers + 1)
+    so400m = config.vision == SIGLIP_SO400M
+    text = Qwen2Config(**dataclasses.asdict(config.text)).to_dict()
+    for key in ("model_type", "architectures", "transformers_version", "dtype"):
+        text.pop(key, None)
+    visual = config.visual
+    data = {
+        **text,
+        "architectures": [LLAVA_NEXT_ARCHITECTURE],
+        "model_type": LLAVA_NEXT_MODEL_TYPE,
+        "rope_theta": config.text.rope_theta,
+        "tie_word_embeddings": config.text.tie_word_embeddings,
+        "mm_vision_tower": SO400M_TOWER if so400m else "siglip-custom",
+        "vision_config": {**dataclasses.asdict(full), "model_type": "siglip_vision_model"},
+        "mm_projector_type": "mlp2x_gelu",
+        "mm_hidden_size": config.vision.hidden_size,
+        "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch",
+        "mm_patch_merge_type": "spatial_unpad",
+        "mm_use_im_start_end": False,
+        "mm_use_im_patch_token": False,
+        "image_aspect_ratio": f"anyres_max_{visual.anyres_max}",
+        "image_grid_pinpoints": [list(p) for p in visual.pinpoints()],
+        "mm_spatial_pool_stride": visual.video_pool_stride,
+        "mm_spatial_pool_mode": "bilinear",
+        "mm_newline_position": NEWLINE_TO_LLAVA[visual.video_newline],
+        "frames_upbound": visual.frames_upbound,
+        "image_token_index": config.image_token_id,
+        "video_token_index": config.video_token_id,
+        VISUAL_KEY: to_dict(visual),
+    }
+    if dtype is not None:
+        data["torch_dtype"] = str(dtype).removeprefix("torch.")
+    return data
+
+
+def ours_key_to_llava_next(key: str) -> str:
+    """The LLaVA-NeXT key for our `key`."""
+    for ours, theirs in _TO_LLAVA:
+        if key.startswith(ours):
+            return theirs + key[len(ours) :]
+    raise KeyError(f"{key!r} is not a key of OneVisionModel")
+
+
+def write_llava_next(
+    checkpoint: Checkpoint,
+    folder: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    max_shard_size: int | str = "5GB",
+    progress: bool = True,
+) -> list[Path]:
+    """Write `checkpoint` in the `llava_qwen` layout; returns the weight files written."""
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stored = next((r.dtype for r in checkpoint.tensors.values() if r.dtype.is_floating_point), None)
+    data = llava_next_config(checkpoint.config, dtype or stored)
+    (folder / CONFIG_FILE).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    refs = {ours_key_to_llava_next(k): ref for k, ref in checkpoint.tensors.items()}
+    return write_tensors(refs, folder, dtype=dtype, max_shard_size=max_shard_size, progress=progress)
+
+
+def save_llava_next(
+    model,
+    folder: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    max_shard_size: int | str = "5GB",
+    progress: bool = True,
+) -> list[Path]:
+    """Save `OneVisionModel` in the original LLaVA-NeXT `llava_qwen` layout.
+
+    Raises:
+        CheckpointError: the model's feature layer is not its tower's last (LLaVA-NeXT cannot express it).
+    """
+    checkpoint = Checkpoint(model.config, model_refs(model), "model", "llava-next")
+    return write_llava_next(checkpoint, folder, dtype=dtype, max_shard_size=max_shard_size, progress=progress)

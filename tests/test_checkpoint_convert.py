@@ -1,0 +1,129 @@
+"""`onevision convert`: round trips between layouts, dtype casts, components, clear errors."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import socket
+import struct
+
+import pytest
+import torch
+from helpers_model import tiny_config
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+from onevision.checkpoint import CheckpointError, convert, detect_format, load_hf, read_config, save_hf
+from onevision.cli import convert as cli
+from onevision.model.onevision import OneVisionModel, qwen2_config
+from onevision.tokenizer import train_small_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access in a checkpoint test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def _cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["convert", *argv])
+    return args.func(args)
+
+
+def _data_bytes(path) -> int:
+    """Bytes of tensor data in a safetensors file (its size less the 8-byte length and the JSON header)."""
+    with open(path, "rb") as file:
+        header = struct.unpack("<Q", file.read(8))[0]
+    return path.stat().st_size - 8 - header
+
+
+def _tensors(folder) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_round_trip_hf_llava_next_hf_is_identical(tmp_path, capsys):
+    model = OneVisionModel(tiny_config())
+    save_hf(model, tmp_path / "hf", progress=False)
+    assert _cli(str(tmp_path / "hf"), str(tmp_path / "next"), "--to", "llava-next") == 0
+    assert detect_format(tmp_path / "next") == "llava-next"
+    assert "model.mm_projector.0.weight" in _tensors(tmp_path / "next")
+    assert _cli(str(tmp_path / "next"), str(tmp_path / "back"), "--to", "hf") == 0
+    first, back = _tensors(tmp_path / "hf"), _tensors(tmp_path / "back")
+    assert first.keys() == back.keys()
+    assert all(torch.equal(first[k], back[k]) for k in first)
+    assert read_config(tmp_path / "back") == model.config
+    assert "(llava-next) ->" in capsys.readouterr().out
+
+
+def test_bf16_conversion_halves_the_file(tmp_path):
+    save_hf(OneVisionModel(tiny_config()), tmp_path / "fp32", progress=False)
+    assert _cli(str(tmp_path / "fp32"), str(tmp_path / "bf16"), "--to", "hf", "--dtype", "bf16") == 0
+    full, half = (_data_bytes(tmp_path / name / "model.safetensors") for name in ("fp32", "bf16"))
+    assert 2 * half == full
+    assert (tmp_path / "bf16" / "model.safetensors").stat().st_size < 0.52 * (tmp_path / "fp32" / "model.safetensors").stat().st_size
+    assert {t.dtype for t in _tensors(tmp_path / "bf16").values()} == {torch.bfloat16}
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"
+    loaded = load_hf(tmp_path / "bf16", progress=False)
+    assert loaded.language_model.lm_head.weight.dtype == torch.bfloat16
+
+
+def test_sharded_conversion(tmp_path):
+    model = OneVisionModel(tiny_config())
+    save_hf(model, tmp_path / "hf", progress=False)
+    assert _cli(str(tmp_path / "hf"), str(tmp_path / "next"), "--to", "llava-next", "--max-shard-size", "100KB") == 0
+    assert len(list((tmp_path / "next").glob("model-*-of-*.safetensors"))) > 1
+    convert(tmp_path / "next", tmp_path / "back", to="hf", progress=False)
+    loaded = load_hf(tmp_path / "back", progress=False).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
+
+
+def test_components_to_hf(tmp_path):
+    vision = dataclasses.replace(tiny_config().vision, num_hidden_layers=3)
+    SiglipVisionModel(SiglipVisionConfig(**dataclasses.asdict(vision))).save_pretrained(tmp_path / "siglip")
+    llm = Qwen2ForCausalLM(qwen2_config(tiny_config().text))
+    llm.save_pretrained(tmp_path / "llm")
+    train_small_tokenizer(["a cat on a mat"] * 20, vocab_size=300, save_dir=tmp_path / "tokenizer")
+    argv = ["--llm", str(tmp_path / "llm"), "--vision", str(tmp_path / "siglip"), str(tmp_path / "out"), "--to", "hf"]
+    assert _cli(*argv, "--vision-feature-layer", "-2", "--tokenizer", str(tmp_path / "tokenizer")) == 0
+    model = load_hf(tmp_path / "out", progress=False)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert model.config.vision.num_hidden_layers == 2 and model.config.text.vocab_size == len(tokenizer)
+    assert model.config.image_token_id == tokenizer.convert_tokens_to_ids("<image>")
+    assert torch.equal(model.language_model.model.layers[1].mlp.up_proj.weight, llm.model.layers[1].mlp.up_proj.weight)
+
+
+def test_unknown_formats_name_the_folder(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert _cli(str(tmp_path / "empty"), str(tmp_path / "out"), "--to", "hf") == 1
+    error = capsys.readouterr().err
+    assert str(tmp_path / "empty") in error and "config.json" in error and "llava_onevision" in error
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(CheckpointError, match=r"model_type 'llama' is not a known checkpoint format; looked for 'llava_onevision'"):
+        detect_format(tmp_path / "other")
+    Qwen2ForCausalLM(qwen2_config(tiny_config().text)).save_pretrained(tmp_path / "llm")
+    with pytest.raises(CheckpointError, match="single component"):
+        detect_format(tmp_path / "llm")
+    assert _cli(str(tmp_path / "llm"), "--to", "hf") == 2
+
+
+def test_missing_and_unexpected_keys_are_listed(tmp_path, capsys):
+    save_hf(OneVisionModel(tiny_config()), tmp_path / "hf", progress=False)
+    state = _tensors(tmp_path / "hf")
+    del state["language_model.model.norm.weight"]
+    state["language_model.model.layers.7.mlp.up_proj.weight"] = torch.zeros(2, 2)
+    save_file(state, str(tmp_path / "hf" / "model.safetensors"))
+    assert _cli(str(tmp_path / "hf"), str(tmp_path / "next"), "--to", "llava-next") == 1
+    error = capsys.readouterr().err
+    assert "missing keys (1): ['language_model.model.norm.weight']" in error
+    assert "unexpected keys (1): ['language_model.model.layers.7.mlp.up_proj.weight']" in error
+    assert not (tmp_path / "next").exists()
+    with pytest.raises(CheckpointError, match="is a source folder"):
+        convert(tmp_path / "hf", tmp_path / "hf", to="llava-next", progress=False)
