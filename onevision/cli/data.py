@@ -1,0 +1,91 @@
+"""`onevision data`: inspect training data.
+
+    onevision data check RECIPE.yaml                      # every record, its media and tokens
+    onevision data check RECIPE.yaml --workers 8 --json   # one JSON object on stdout
+    onevision data check stage1.yaml --template plain --model-size 0.5b --max-length 4096
+
+`check` reads every record and its media through the training Dataset (decode, pixels,
+tokens), prints counts per modality, token-length statistics per modality and every bad
+record with its file and reason, and exits 1 when any record is bad (2 when the recipe
+itself cannot be read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from onevision.data.check import check_recipe
+from onevision.data.dataset import DataConfig
+from onevision.data.recipe import RecipeError, load_recipe
+from onevision.data.records import RecordError
+from onevision.data.template import TEMPLATES, TemplateConfig
+from onevision.model.config import PRESETS, preset
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "data",
+        help="inspect training data (check a recipe's records and media)",
+        description="Inspect training data.",
+    )
+    commands = parser.add_subparsers(dest="data_command", metavar="ACTION")
+    check = commands.add_parser(
+        "check",
+        help="load every record and its media as training would; list bad records",
+        description=(
+            "Load every record of a recipe and its media through the training Dataset (media decoded, "
+            "pixels cut, conversation tokenised), print counts per modality, token-length statistics "
+            "(min/mean/median/p95/max per modality) and every bad record with its file and reason. "
+            "Exit status 1 when any record is bad, 2 when the recipe cannot be read."
+        ),
+    )
+    check.add_argument("recipe", help="mixture YAML (official LLaVA-NeXT format)")
+    check.add_argument("--json", action="store_true", help='print one JSON object {"ok", "bad", "stats", "counts"}')
+    check.add_argument("--workers", type=int, default=0, help="decoding worker processes (default 0: in-process)")
+    check.add_argument("--max-length", type=int, default=TemplateConfig.max_length, help="most tokens per sample (default %(default)s)")
+    check.add_argument(
+        "--model-size", default="0.5b", choices=sorted(PRESETS),
+        help="model preset whose visual settings plan the tokens (default %(default)s)",
+    )
+    check.add_argument("--tokenizer", default="qwen2", help="'qwen2' (built locally) or a tokenizer folder (default %(default)s)")
+    check.add_argument("--template", default="chatml", choices=TEMPLATES, help="chat template (default %(default)s; 'plain' for stage 1)")
+    check.add_argument("--time-instruction", action="store_true", help="add LLaVA-Video's frame-time prompt to videos")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+    check.set_defaults(func=run)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+    return parser
+
+
+def load_tokenizer(name: str):
+    """'qwen2' -> the real Qwen2 tokenizer (built from local files); else a saved tokenizer folder."""
+    if name == "qwen2":
+        from onevision.tokenizer import build_qwen2_tokenizer
+
+        return build_qwen2_tokenizer()
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(name)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        recipe = load_recipe(args.recipe)
+        tokenizer = load_tokenizer(args.tokenizer)
+        config = DataConfig(
+            visual=preset(args.model_size).visual,
+            template=TemplateConfig(template=args.template, max_length=args.max_length),
+            time_instruction=args.time_instruction,
+        )
+        report = check_recipe(recipe, tokenizer, config, workers=args.workers, progress=not args.no_progress)
+    except (FileNotFoundError, RecipeError, RecordError, ValueError, OSError) as error:
+        print(f"onevision data check: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=None))
+    else:
+        print(f"{args.recipe} ({args.model_size} visual settings, {args.template} template, max_length {args.max_length})")
+        print(report.format())
+    return 0 if report.ok else 1
+

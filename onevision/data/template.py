@@ -1,0 +1,293 @@
+"""Conversation -> token ids and labels, with every visual placeholder expanded to its planned run.
+
+Two templates:
+
+* ``chatml`` (stages 1.5 and 2): Qwen2 ChatML as rendered by the tokenizer's own chat template
+  (`onevision.tokenizer.CHATML_TEMPLATE`: a default system turn "You are a helpful assistant."
+  when the conversation has none). The conversation is rendered once per prefix, so each turn's
+  text is what the template itself produces, and tokenised turn by turn (every turn starts with
+  the special ``<|im_start|>``, so the pieces tokenise exactly as the whole does). Labels follow
+  the template's ``{% generation %}`` block: the assistant's content and its ``<|im_end|>`` are
+  supervised; ``<|im_start|>assistant\\n``, the "\\n" after ``<|im_end|>`` and everything in system
+  and user turns are -100 (the official code un-masks role tokens everywhere; see design.md).
+* ``plain`` (stage 1, LLaVA's alignment format): the sample's visual tokens, then the caption
+  (the first assistant reply) and eos; caption and eos supervised.
+
+Placeholders: each ``<image>`` / ``<video>`` in the text tokenises to its single special id,
+which is then replaced by a run of `plan.tokens` copies of that id (image items:
+``image_token_id``, video items: ``video_token_id``), labelled -100. Expansion happens on ids,
+never by repeating strings, and a placeholder count that disagrees with the plan raises.
+
+Length: visual items are never cut. When the encoded sample exceeds `max_length`, whole
+trailing exchanges (a user turn and the replies after it) are dropped, provided every exchange
+holding a placeholder stays; otherwise the sample raises `TooLong` for the caller to skip and
+count.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from transformers.utils.chat_template_utils import render_jinja_template
+
+from onevision.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, image_token_id, video_token_id
+
+IGNORE_INDEX = -100
+TEMPLATES = ("chatml", "plain")
+IMAGE_POSITIONS = ("as_written", "first", "random")
+ROLE_NAMES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+_PLACEHOLDER_RE = re.compile(re.escape(IMAGE_TOKEN) + "|" + re.escape(VIDEO_TOKEN))
+
+
+@dataclass(frozen=True)
+class TemplateConfig:
+    """How conversations become tokens; the `template:` block of data configs."""
+
+    template: str = "chatml"
+    """'chatml' (Qwen2 chat, assistant replies supervised) or 'plain' (stage-1 captions)."""
+    max_length: int = 32768
+    """Most tokens in one sample, visual tokens included."""
+    image_position: str = "as_written"
+    """Where a user turn's placeholders go: 'as_written', 'first' (before the text) or 'random' (seeded: before or after)."""
+    system_prompt: str | None = None
+    """System prompt for records without one; None keeps the template's default ("You are a helpful assistant.")."""
+
+    def __post_init__(self) -> None:
+        if self.template not in TEMPLATES:
+            raise ValueError(f"template must be one of {TEMPLATES}, got {self.template!r}")
+        if self.image_position not in IMAGE_POSITIONS:
+            raise ValueError(f"image_position must be one of {IMAGE_POSITIONS}, got {self.image_position!r}")
+        if self.max_length < 1:
+            raise ValueError(f"max_length must be positive, got {self.max_length}")
+
+
+class SkipSample(ValueError):
+    """A sample that cannot be trained on; the data loader skips it and counts `kind`."""
+
+    kind = "invalid"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TooLong(SkipSample):
+    """The sample does not fit `max_length` without cutting a visual item or its first exchange."""
+
+    kind = "too_long"
+
+
+class PlaceholderMismatch(SkipSample):
+    """The text's `<image>` / `<video>` placeholders disagree with the sample's media."""
+
+    kind = "placeholders"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenised sample."""
+
+    input_ids: list[int]
+    """Token ids [T], placeholders expanded to their runs."""
+    labels: list[int]
+    """Targets [T]: the id where supervised, -100 elsewhere (not shifted)."""
+    dropped_turns: int = 0
+    """Trailing turns dropped to fit max_length."""
+
+
+def normalize_role(role: str, where: str = "") -> str:
+    """'human'/'gpt' (LLaVA) or 'user'/'assistant'/'system' -> the ChatML role name."""
+    try:
+        return ROLE_NAMES[str(role).lower()]
+    except KeyError:
+        raise SkipSample(f"{where}unknown role {role!r}; expected one of {sorted(ROLE_NAMES)}") from None
+
+
+def placeholder_kinds(texts: Sequence[str]) -> list[str]:
+    """The placeholders of `texts`, in order, as 'image' / 'video'."""
+    return ["video" if m.group(0) == VIDEO_TOKEN else "image" for text in texts for m in _PLACEHOLDER_RE.finditer(text)]
+
+
+def time_instruction(duration: float, timestamps: Sequence[float]) -> str:
+    """LLaVA-Video's prompt telling the model a clip's length and its sampled frames' times."""
+    times = ",".join(f"{t:.2f}s" for t in timestamps)
+    return (
+        f"The video lasts for {duration:.2f} seconds, and {len(timestamps)} frames are uniformly sampled from it. "
+        f"These frames are located at {times}. Please answer the following questions related to this video."
+    )
+
+
+def insert_time_instruction(text: str, instruction: str) -> str:
+    """Put `instruction` on its own line right after the first `<video>` placeholder of `text`."""
+    if VIDEO_TOKEN not in text:
+        return text
+    return re.sub(re.escape(VIDEO_TOKEN) + r"\n?", lambda _: f"{VIDEO_TOKEN}\n{instruction}\n", text, count=1)
+
+
+def place_media(text: str, position: str, rng: random.Random | None = None) -> str:
+    """Move a turn's placeholders before ('first') or, for 'random', before or after the text (order kept)."""
+    found = _PLACEHOLDER_RE.findall(text)
+    if not found or position == "as_written":
+        return text
+    rest = _PLACEHOLDER_RE.sub("", text).strip()
+    media = "\n".join(found)
+    if position == "random" and (rng or random).random() < 0.5:
+        return f"{rest}\n{media}" if rest else media
+    return f"{media}\n{rest}" if rest else media
+
+
+class ChatEncoder:
+    """Encodes conversations with a tokenizer's chat template and a sample's visual plan.
+
+    Args:
+        tokenizer: a tokenizer from `onevision.tokenizer` (ChatML template with a generation
+            block; ``<image>`` and ``<video>`` single special tokens).
+        config: template choice, max length, placeholder position, system prompt.
+    """
+
+    def __init__(self, tokenizer: Any, config: TemplateConfig | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.config = config or TemplateConfig()
+        self.image_token_id = image_token_id(tokenizer)
+        self.video_token_id = video_token_id(tokenizer)
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no eos token; the plain template ends captions with it")
+        if self.config.template == "chatml" and not tokenizer.chat_template:
+            raise ValueError("the tokenizer has no chat template; build it with onevision.tokenizer")
+
+    def encode(
+        self,
+        turns: Sequence[tuple[str, str]],
+        items: Sequence[Any],
+        rng: random.Random | None = None,
+        where: str = "",
+    ) -> Encoded:
+        """Token ids and labels of one conversation.
+
+        Args:
+            turns: (role, text) pairs in order; roles 'system'/'user'/'assistant' or 'human'/'gpt'.
+            items: the sample's item plans (`onevision.budget`) in placeholder order; each has
+                `.kind` ('image', 'multi_image' or 'video') and `.tokens`.
+            rng: randomness for ``image_position='random'`` (seeded by the caller).
+            where: prefix naming the record and file in error messages.
+
+        Raises:
+            PlaceholderMismatch: placeholders and items differ in number or kind.
+            TooLong: visual items or the first exchange do not fit `max_length`.
+            SkipSample: no turns, an unknown role, or nothing left to supervise.
+        """
+        messages = self._messages(turns, rng, where)
+        if self.config.template == "plain":
+            return self._encode_plain(messages, items, where)
+        self._check_placeholders(placeholder_kinds([m["content"] for m in messages]), items, where)
+        pieces, spans = self._render(messages)
+        encoded = self.tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=True)
+        queue = list(items)
+        turn_ids, turn_labels = [], []
+        for ids, offsets, turn_spans in zip(encoded["input_ids"], encoded["offset_mapping"], spans):
+            ids_out, labels_out = [], []
+            for token, (start, end) in zip(ids, offsets):
+                if token in (self.image_token_id, self.video_token_id):
+                    run = queue.pop(0).tokens
+                    ids_out.extend([token] * run)
+                    labels_out.extend([IGNORE_INDEX] * run)
+                    continue
+                supervised = any(start < span_end and end > span_start for span_start, span_end in turn_spans)
+                ids_out.append(token)
+                labels_out.append(token if supervised else IGNORE_INDEX)
+            turn_ids.append(ids_out)
+            turn_labels.append(labels_out)
+        return self._fit(messages, turn_ids, turn_labels, where)
+
+    def _messages(self, turns: Sequence[tuple[str, str]], rng: random.Random | None, where: str) -> list[dict]:
+        if not turns:
+            raise SkipSample(f"{where}record has no conversation turns")
+        messages = []
+        for role, text in turns:
+            role = normalize_role(role, where)
+            if not isinstance(text, str):
+                raise SkipSample(f"{where}a {role} turn's text is {type(text).__name__}, not a string")
+            if role == "user":
+                text = place_media(text, self.config.image_position, rng)
+            messages.append({"role": role, "content": text})
+        if self.config.system_prompt is not None and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": self.config.system_prompt})
+        return messages
+
+    def _check_placeholders(self, kinds: list[str], items: Sequence[Any], where: str) -> None:
+        item_kinds = ["video" if item.kind == "video" else "image" for item in items]
+        if kinds != item_kinds:
+            raise PlaceholderMismatch(
+                f"{where}the text has {kinds.count('image')} <image> and {kinds.count('video')} <video> "
+                f"placeholders (order {kinds}) but the record has {item_kinds.count('image')} images and "
+                f"{item_kinds.count('video')} videos (order {item_kinds})"
+            )
+
+    def _render(self, messages: list[dict]) -> tuple[list[str], list[list[tuple[int, int]]]]:
+        """Each message's text as the chat template renders it, and its supervised character spans."""
+        prefixes, generation = render_jinja_template(
+            conversations=[messages[: k + 1] for k in range(len(messages))],
+            chat_template=self.tokenizer.chat_template,
+            return_assistant_tokens_mask=True,
+        )
+        pieces, spans, done = [], [], ""
+        for rendered in prefixes:
+            if not rendered.startswith(done):
+                raise ValueError("the chat template does not render conversations prefix by prefix; turns cannot be split")
+            pieces.append(rendered[len(done):])
+            start, end = len(done), len(rendered)
+            spans.append([(max(a, start) - start, min(b, end) - start) for a, b in generation[-1] if a < end and b > start])
+            done = rendered
+        return pieces, spans
+
+    def _fit(self, messages: list[dict], turn_ids: list[list[int]], turn_labels: list[list[int]], where: str) -> Encoded:
+        """Keep the longest prefix of whole exchanges that fits max_length and holds every placeholder."""
+        limit = self.config.max_length
+        starts = [0] + [k for k in range(1, len(messages)) if messages[k]["role"] == "user" and any(m["role"] == "user" for m in messages[:k])]
+        ends = starts[1:] + [len(messages)]
+        visual = {self.image_token_id, self.video_token_id}
+        needed = max((u for u, (a, b) in enumerate(zip(starts, ends)) if any(t in visual for ids in turn_ids[a:b] for t in ids)), default=0)
+        total, keep = 0, 0
+        for unit, (a, b) in enumerate(zip(starts, ends)):
+            size = sum(len(ids) for ids in turn_ids[a:b])
+            if total + size > limit:
+                break
+            total, keep = total + size, unit + 1
+        if keep <= needed:
+            end = ends[needed]
+            length = sum(len(ids) for ids in turn_ids[:end])
+            num_visual = sum(1 for ids in turn_ids[:end] for t in ids if t in visual)
+            what = "its first exchange" if needed == 0 else f"its first {needed + 1} exchanges (up to the last placeholder)"
+            raise TooLong(
+                f"{where}{what} need {length} tokens ({num_visual} visual) but max_length is {limit}; "
+                "visual items are never cut"
+            )
+        cut = ends[keep - 1]
+        input_ids = [t for ids in turn_ids[:cut] for t in ids]
+        labels = [t for ids in turn_labels[:cut] for t in ids]
+        if all(label == IGNORE_INDEX for label in labels):
+            raise SkipSample(f"{where}nothing to supervise: no assistant reply in the {cut} turns kept of {len(messages)}")
+        return Encoded(input_ids, labels, dropped_turns=len(messages) - cut)
+
+    def _encode_plain(self, messages: list[dict], items: Sequence[Any], where: str) -> Encoded:
+        """LLaVA's stage-1 format: visual runs, caption, eos (caption and eos supervised)."""
+        user = next((m for m in messages if m["role"] == "user"), None)
+        reply = next((m for m in messages if m["role"] == "assistant"), None)
+        if user is None or reply is None:
+            raise SkipSample(f"{where}the plain template needs a user turn and an assistant reply")
+        self._check_placeholders(placeholder_kinds([user["content"]]), items, where)
+        ids, labels = [], []
+        for item in items:
+            token = self.video_token_id if item.kind == "video" else self.image_token_id
+            ids.extend([token] * item.tokens)
+            labels.extend([IGNORE_INDEX] * item.tokens)
+        caption = self.tokenizer(reply["content"], add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+        if len(ids) + len(caption) > self.config.max_length:
+            raise TooLong(
+                f"{where}{len(ids)} visual + {len(caption)} caption tokens exceed max_length {self.config.max_length}"
+            )
+        return Encoded(ids + caption, labels + caption)
