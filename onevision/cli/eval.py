@@ -1,0 +1,123 @@
+"""`onevision eval`: score checkpoints on benchmark records; several give a transfer matrix.
+
+    onevision eval --checkpoints runs/ov/final --data world/test --report report.json
+    onevision eval --checkpoints si=runs/si video=runs/video ov=runs/ov --data world/test \\
+        --report transfer.json --plot transfer.png
+
+--data takes .jsonl / .json record files or folders of .jsonl (searched recursively) in the
+official LLaVA format plus "answer" and optionally "choices", "task", "scenario", "chance" (what
+`onevision.world` writes). Media paths are read relative to --media-root, else the file's
+folder (or the folder above it, where a world keeps its media).
+
+Records with choices are multiple choice, scored by likelihood (--choice-by text: each choice's
+text under the record's own prompt; letter: the choices listed as "A. ..." lines and their letters
+scored); records without are answered greedily and compared by exact match (case, whitespace and
+a trailing period ignored). --mode forces one way for all.
+
+Each checkpoint prints a table per scenario and per task (n, failed, accuracy, chance). With
+several checkpoints (NAME=PATH, or PATH named after its folder) the transfer matrix (checkpoint x
+scenario, chance row) is printed and, with --plot, drawn as a heat map. --report writes it all as
+JSON, per-record predictions included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from onevision.checkpoint import CheckpointError
+from onevision.data.records import RecordError
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "eval",
+        help="score checkpoints on benchmark JSONL (exact match / multiple choice), transfer matrix",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoints", nargs="+", required=True, metavar="[NAME=]PATH", help="checkpoint folders, optionally named")
+    parser.add_argument("--data", nargs="+", required=True, type=Path, help="record files or folders of .jsonl")
+    parser.add_argument("--media-root", type=Path, default=None, help="folder media paths are relative to")
+    parser.add_argument("--mode", choices=["auto", "choice", "generate"], default="auto", help="auto: choice when a record has choices (default)")
+    parser.add_argument("--choice-by", choices=["text", "letter"], default="text", help="how choices are scored (default text)")
+    parser.add_argument("--batch-size", type=int, default=8, help="records per model batch (default 8)")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="generation length for exact-match records (default 32)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N records (quick checks)")
+    parser.add_argument("--report", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument("--plot", type=Path, default=None, help="write the transfer-matrix heat map (PNG) here")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None, help="cast the weights (default: as stored)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def parse_checkpoints(entries: list[str]) -> list[tuple[str, Path]]:
+    """[NAME=]PATH entries -> (name, path); unnamed ones take their folder's name.
+
+    Raises:
+        ValueError: two checkpoints with the same name.
+    """
+    named = []
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep:
+            name, path = Path(entry).name, entry
+        named.append((name, Path(path)))
+    names = [n for n, _ in named]
+    if len(set(names)) != len(names):
+        raise ValueError(f"checkpoint names must differ (name them NAME=PATH): {names}")
+    return named
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate every checkpoint; 0 on success, 1 when a checkpoint or the records cannot be read."""
+    from onevision.infer.evaluate import evaluate, plot_matrix, read_benchmark, save_report, transfer_matrix
+    from onevision.infer.pipeline import OneVision, TokenizerNotFound
+
+    try:
+        checkpoints = parse_checkpoints(args.checkpoints)
+        items = read_benchmark(args.data, args.media_root)
+    except (ValueError, RecordError, FileNotFoundError) as error:
+        print(f"onevision eval: error: {error}", file=sys.stderr)
+        return 1
+    if args.limit is not None:
+        items = items[: args.limit]
+    if not items:
+        print(f"onevision eval: error: no records in {[str(p) for p in args.data]}", file=sys.stderr)
+        return 1
+    reports = []
+    for name, path in checkpoints:
+        try:
+            pipe = OneVision.from_pretrained(path, device=args.device, dtype=args.dtype)
+            report = evaluate(
+                pipe,
+                items,
+                name=name,
+                mode=args.mode,
+                choice_by=args.choice_by,
+                batch_size=args.batch_size,
+                max_new_tokens=args.max_new_tokens,
+                progress=not args.no_progress,
+            )
+        except (CheckpointError, TokenizerNotFound, ValueError) as error:
+            print(f"onevision eval: error: {error}", file=sys.stderr)
+            return 1
+        reports.append(report)
+        del pipe
+        print(f"\n== {name} ({path})")
+        print(report.table("scenario"))
+        print()
+        print(report.table("task"))
+    matrix = transfer_matrix(reports)
+    if len(reports) > 1:
+        print("\n== transfer matrix (accuracy)")
+        print(matrix.table())
+    if args.plot is not None:
+        print(f"heat map: {plot_matrix(matrix, args.plot)}")
+    if args.report is not None:
+        save_report(reports[0] if len(reports) == 1 else reports, args.report, matrix if len(reports) > 1 else None)
+        print(f"report: {args.report}")
+    return 0

@@ -1,0 +1,343 @@
+"""`OneVision`: a checkpoint and its tokenizer behind `ask`, `generate_batch` and `choose`.
+
+    pipe = OneVision.from_pretrained("llava-onevision-qwen2-0.5b-ov", dtype="bf16", device="cuda")
+    pipe.ask("What is shown?", image="cat.jpg")
+    pipe.ask("What happens next?", video="clip.mp4", max_new_tokens=64, temperature=0.7, seed=0)
+    pipe.generate_batch([{"question": "Describe.", "images": ["a.jpg", "b.jpg"]},
+                         {"question": "Why?", "video": "v.mp4"},
+                         {"question": "Hi!"}], batch_size=8)
+    pipe.choose("Which colour?", ["red", "green", "blue"], image="x.png").option
+
+Any checkpoint `onevision.checkpoint` reads (transformers' llava_onevision, original LLaVA-NeXT;
+format detected) with the tokenizer files saved beside it. A batch mixes scenarios freely: every
+request is planned and encoded on its own, the prompts are left-padded and decoded together with
+a KV cache (`onevision.model.generate`), each stopping at `<|im_end|>`.
+
+Multiple choice (`choose`) compares log-likelihoods, never parses generated text:
+- by='letter' (default): the options are listed as "A. ..." lines with LLaVA-OneVision's
+  instruction "Answer with the option's letter from the given choices directly."; each
+  option's score is the log-probability of its letter as the first answer token;
+- by='text': the question is used as written (it should name the options); each option's
+  score is the log-probability of the option's text followed by `<|im_end|>` (a complete
+  answer), summed over its tokens.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from onevision.budget import VisualSettings
+from onevision.data.template import insert_time_instruction, time_instruction
+from onevision.infer.inputs import LoadedMedia, MediaLoader, Request
+from onevision.infer.likelihood import Score, score_continuations
+from onevision.infer.prompt import LETTERS, PromptEncoder, multiple_choice_prompt, with_placeholders
+from onevision.model.generate import GenerationSettings, generate_batch
+from onevision.model.inputs import VisualBatch
+from onevision.processing import ImageNormalization
+from onevision.tokenizer import ENDOFTEXT, IM_END
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+CHOICE_MODES = ("letter", "text")
+
+
+class TokenizerNotFound(FileNotFoundError):
+    """A checkpoint folder without tokenizer files, and no tokenizer given."""
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How requests become prompts; the knobs of `OneVision`."""
+
+    system_prompt: str | None = None
+    """System turn for requests without one; None keeps the chat template's default."""
+    num_frames: int | None = None
+    """Frames sampled uniformly per video; None: the checkpoint's `visual.frames_upbound`."""
+    video_backend: str = "auto"
+    """Video decoder: 'auto', 'decord' or 'pyav'."""
+    time_instruction: bool = False
+    """Tell the model a video's duration and frame times (LLaVA-Video's prompt)."""
+    visual: VisualSettings | None = None
+    """Visual token settings; None: the checkpoint's."""
+
+
+@dataclass
+class Prepared:
+    """A request ready for the model: prompt ids with visual runs, and the tiles."""
+
+    request: Request
+    """What was asked."""
+    input_ids: torch.Tensor
+    """[T] prompt ids, placeholders expanded, ending with the assistant's generation prompt."""
+    media: LoadedMedia
+    """Plan, tiles and decode time of the request's media."""
+
+    @property
+    def visual(self) -> VisualBatch | None:
+        return self.media.visual
+
+    @property
+    def scenario(self) -> str:
+        """'text', 'single_image', 'multi_image' or 'video'."""
+        return self.media.plan.scenario
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The outcome of a multiple-choice question."""
+
+    options: tuple[str, ...]
+    """The options, in the order given."""
+    scores: tuple[float, ...]
+    """Log-likelihood of each option (see the module docstring for what is scored)."""
+    index: int
+    """Position of the most likely option."""
+    by: str
+    """'letter' or 'text'."""
+
+    @property
+    def option(self) -> str:
+        return self.options[self.index]
+
+    @property
+    def letter(self) -> str:
+        return LETTERS[self.index]
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """torch dtype from 'bf16' / 'fp16' / 'fp32' / torch.dtype / None."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[str(dtype)]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}") from None
+
+
+def load_tokenizer(folder: str | os.PathLike):
+    """The tokenizer saved in `folder` (transformers' AutoTokenizer, nothing downloaded).
+
+    Raises:
+        TokenizerNotFound: the folder holds none of the tokenizer files.
+    """
+    folder = Path(folder)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise TokenizerNotFound(
+            f"no tokenizer in {folder}: looked for {', '.join(TOKENIZER_FILES)}. Save one beside the weights "
+            "(onevision.checkpoint.save_hf(model, folder, tokenizer=...) or tokenizer.save_pretrained(folder)), "
+            "or pass tokenizer= (a tokenizer or a folder holding one)"
+        )
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+class OneVision:
+    """Question answering with a OneVision model.
+
+    Args:
+        model: a `OneVisionModel` (put in eval mode here).
+        tokenizer: its tokenizer (ChatML template used when it carries none).
+        config: prompt and media settings.
+        normalization: the vision tower's pixel normalisation (SigLIP's by default).
+    """
+
+    def __init__(self, model, tokenizer, config: InferenceConfig | None = None, normalization: ImageNormalization | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config or InferenceConfig()
+        model_config = model.config
+        param = next(model.parameters())
+        self.loader = MediaLoader(
+            self.config.visual or model_config.visual,
+            normalization or ImageNormalization(),
+            num_frames=self.config.num_frames,
+            video_backend=self.config.video_backend,
+            dtype=param.dtype,
+        )
+        self.encoder = PromptEncoder(tokenizer, model_config.image_token_id, model_config.video_token_id, self.config.system_prompt)
+        vocab = tokenizer.get_vocab()
+        self.im_end_id = vocab.get(IM_END)
+        stops = {self.im_end_id, tokenizer.eos_token_id} - {None}
+        if not stops:
+            raise ValueError(f"the tokenizer has neither {IM_END} nor an eos token; generation could not stop")
+        self.eos_token_ids = tuple(sorted(stops))
+        # What closes an assistant reply (`<|im_end|>`): appended to scored option texts.
+        self.answer_end = [self.im_end_id if self.im_end_id is not None else self.eos_token_ids[0]]
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else vocab.get(ENDOFTEXT, self.eos_token_ids[0])
+        self.pad_token_id = int(pad)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        tokenizer: Any = None,
+        config: InferenceConfig | None = None,
+        progress: bool = False,
+    ) -> "OneVision":
+        """Load a checkpoint folder (format detected) and the tokenizer saved in it.
+
+        Args:
+            path: a transformers llava_onevision or an original LLaVA-NeXT checkpoint folder.
+            device: where the weights go.
+            dtype: 'bf16', 'fp16', 'fp32' or a torch dtype; None keeps the stored dtype.
+            tokenizer: a tokenizer, or a folder holding one; None reads the checkpoint's.
+            config: prompt and media settings.
+
+        Raises:
+            CheckpointError: unknown format, or weights that do not fit the config.
+            TokenizerNotFound: no tokenizer in the folder and none given.
+        """
+        from onevision.checkpoint import detect_format, load_checkpoint
+
+        path = Path(path)
+        detect_format(path)  # a missing folder or an unknown format says so before the tokenizer is looked for
+        if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+            tokenizer = load_tokenizer(path if tokenizer is None else tokenizer)
+        model = load_checkpoint(path, device=device, dtype=resolve_dtype(dtype), progress=progress)
+        return cls(model, tokenizer, config, ImageNormalization.from_pretrained_dir(path))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.image_newline.device
+
+    # ------------------------------------------------------------------ inputs
+
+    def prepare(self, request: Request | dict | str, *, multiple_choice: bool = False, media: LoadedMedia | None = None) -> Prepared:
+        """Decode and plan a request's media and encode its prompt.
+
+        `multiple_choice` lists the request's options as lettered lines in the question.
+        `media` is the request's media already loaded (`self.loader.load(request)`, which may
+        run in a worker thread); the prompt is always encoded here.
+
+        Raises:
+            MediaError: a media file cannot be decoded.
+            BudgetError: the media cannot fit the visual budget.
+            ValueError: placeholders that do not match the media.
+        """
+        request = Request.coerce(request)
+        if media is None:
+            media = self.loader.load(request)
+        question = None
+        if multiple_choice:
+            question = multiple_choice_prompt(request.conversation()[-1][1], request.options)
+        has_video = request.video is not None
+        turns = with_placeholders(request.conversation(question), len(request.images), has_video)
+        if self.config.time_instruction and has_video and media.timestamps:
+            instruction = time_instruction(media.duration, media.timestamps)
+            turns = [(role, insert_time_instruction(text, instruction)) for role, text in turns]
+        return Prepared(request, self.encoder.encode(turns, media.plan.items), media)
+
+    def generation_settings(
+        self,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seed: int | None = None,
+        use_cache: bool = True,
+    ) -> GenerationSettings:
+        """Decoding settings: greedy when temperature is 0, else sampling; stops at `<|im_end|>`."""
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        sample = temperature > 0
+        return GenerationSettings(
+            max_new_tokens=max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else 1.0,
+            top_p=top_p,
+            top_k=top_k,
+            seed=seed,
+            eos_token_ids=self.eos_token_ids,
+            pad_token_id=self.pad_token_id,
+            use_cache=use_cache,
+        )
+
+    # ------------------------------------------------------------------ generation
+
+    def generate_prepared(self, prepared: Sequence[Prepared], settings: GenerationSettings) -> list[torch.Tensor]:
+        """New token ids [n] per prepared request, decoded together as one left-padded batch."""
+        visual = VisualBatch.concat([p.visual for p in prepared])
+        return generate_batch(self.model, [p.input_ids for p in prepared], visual, settings)
+
+    def decode(self, tokens: torch.Tensor) -> str:
+        """Text of generated tokens, special tokens (the final `<|im_end|>`) dropped."""
+        return self.tokenizer.decode(tokens.tolist(), skip_special_tokens=True).strip()
+
+    def generate_batch(
+        self,
+        requests: Sequence[Request | dict | str],
+        *,
+        batch_size: int = 8,
+        progress: bool = False,
+        **generation,
+    ) -> list[str]:
+        """Answers to `requests`, in order, `batch_size` at a time.
+
+        Keyword arguments go to `generation_settings` (max_new_tokens, temperature, top_p,
+        top_k, seed, use_cache).
+        """
+        settings = self.generation_settings(**generation)
+        answers: list[str] = []
+        bar = tqdm(total=len(requests), desc="generating", unit="request", disable=not progress)
+        for start in range(0, len(requests), max(1, batch_size)):
+            prepared = [self.prepare(r) for r in requests[start : start + batch_size]]
+            answers.extend(self.decode(tokens) for tokens in self.generate_prepared(prepared, settings))
+            bar.update(len(prepared))
+        bar.close()
+        return answers
+
+    def ask(self, question: str, *, image=None, images=None, video=None, **generation) -> str:
+        """Answer one question about an image, several images, a video, or nothing."""
+        if image is not None and images is not None:
+            raise ValueError("give image= or images=, not both")
+        request = Request(question=question, images=[image] if image is not None else (images or ()), video=video)
+        return self.generate_batch([request], batch_size=1, **generation)[0]
+
+    # ------------------------------------------------------------------ likelihood
+
+    def score(self, prepared: Sequence[Prepared], continuations: Sequence[Sequence[Sequence[int]]]) -> list[list[Score]]:
+        """Log-likelihood of each continuation (id lists) of each prepared prompt."""
+        visual = VisualBatch.concat([p.visual for p in prepared])
+        return score_continuations(self.model, [p.input_ids for p in prepared], visual, continuations, self.pad_token_id)
+
+    def option_continuations(self, options: Sequence[str], by: str) -> list[list[int]]:
+        """Ids scored per option: its letter ('letter'), or its text then `<|im_end|>` ('text')."""
+        if by not in CHOICE_MODES:
+            raise ValueError(f"by must be one of {CHOICE_MODES}, got {by!r}")
+        if by == "letter":
+            return [self.encoder.encode_text(LETTERS[k]) for k in range(len(options))]
+        return [self.encoder.encode_text(option) + self.answer_end for option in options]
+
+    def prepare_choice(self, request: Request | dict, by: str = "letter", media: LoadedMedia | None = None) -> Prepared:
+        """`prepare` for multiple choice: options listed with letters when `by` is 'letter'."""
+        request = Request.coerce(request)
+        if len(request.options) < 2:
+            raise ValueError(f"{request.describe()}: multiple choice needs at least 2 options, got {list(request.options)}")
+        return self.prepare(request, multiple_choice=by == "letter", media=media)
+
+    def choose_prepared(self, prepared: Sequence[Prepared], by: str = "letter") -> list[Choice]:
+        """Pick the most likely option of each prepared multiple-choice request (one batch)."""
+        continuations = [self.option_continuations(p.request.options, by) for p in prepared]
+        choices = []
+        for p, scores in zip(prepared, self.score(prepared, continuations)):
+            values = tuple(s.logprob for s in scores)
+            best = max(range(len(values)), key=values.__getitem__)
+            choices.append(Choice(tuple(p.request.options), values, best, by))
+        return choices
+
+    def choose(self, question: str, options: Sequence[str], *, image=None, images=None, video=None, by: str = "letter") -> Choice:
+        """Answer a multiple-choice question by the likelihood of each option (see module docstring)."""
+        if image is not None and images is not None:
+            raise ValueError("give image= or images=, not both")
+        request = Request(question=question, images=[image] if image is not None else (images or ()), video=video, options=options)
+        return self.choose_prepared([self.prepare_choice(request, by)], by)[0]

@@ -1,0 +1,133 @@
+"""Inference prompts: a conversation that ends with a question -> token ids with visual runs.
+
+The conversation is rendered by the tokenizer's chat template (ChatML,
+`onevision.tokenizer.CHATML_TEMPLATE` when the tokenizer carries none) with the generation
+prompt `<|im_start|>assistant\\n` at the end. The rendered text is split at its `<image>` /
+`<video>` placeholders; the text pieces are tokenised and each placeholder becomes a run of
+`plan.tokens` copies of the model's `image_token_id` / `video_token_id`. Splitting before
+tokenising means the placeholder ids come from the model config, so a tokenizer that never
+learned `<image>` (the original LLaVA-NeXT ones) still works; where the tokenizer has them as
+special tokens the ids are the same as tokenising the whole text.
+
+Placeholders follow the LLaVA data convention: a question without any gets one `<image>\\n`
+per image and `<video>\\n` for the video in front of its text; a question that has them must
+have one per item (a video's may be written `<image>`, as the official video data does).
+
+Multiple choice (LLaVA-OneVision's lmms-eval prompt): the options are listed one per line as
+"A. option", followed by "Answer with the option's letter from the given choices directly."
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import torch
+
+from onevision.tokenizer import CHATML_TEMPLATE, IMAGE_TOKEN, VIDEO_TOKEN
+
+PLACEHOLDER = re.compile(re.escape(IMAGE_TOKEN) + "|" + re.escape(VIDEO_TOKEN))
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def multiple_choice_prompt(question: str, options: Sequence[str]) -> str:
+    """The question, its options as lettered lines, and the letter instruction."""
+    if not 2 <= len(options) <= len(LETTERS):
+        raise ValueError(f"multiple choice needs 2 to {len(LETTERS)} options, got {len(options)}")
+    lines = [f"{LETTERS[k]}. {option}" for k, option in enumerate(options)]
+    return "\n".join([question.rstrip(), *lines, MC_INSTRUCTION])
+
+
+def with_placeholders(turns: Sequence[tuple[str, str]], num_images: int, has_video: bool) -> list[tuple[str, str]]:
+    """`turns` with one placeholder per item: put before the first user turn's text when no
+    turn has any, checked otherwise. A video's placeholder is written `<video>` (an `<image>`
+    standing for the only item, a video, is rewritten).
+
+    Raises:
+        ValueError: the turns have placeholders, but not one per item.
+    """
+    turns = [(role, text) for role, text in turns]
+    found = [m for _, text in turns for m in PLACEHOLDER.findall(text)]
+    expected = num_images + int(has_video)
+    if not found:
+        if expected:
+            first = next((k for k, (role, _) in enumerate(turns) if ROLES.get(role.lower()) == "user"), None)
+            if first is None:
+                raise ValueError("the conversation has no user turn to put the media in")
+            marks = [IMAGE_TOKEN + "\n"] * num_images + [VIDEO_TOKEN + "\n"] * int(has_video)
+            turns[first] = (turns[first][0], "".join(marks) + turns[first][1])
+        return turns
+    if len(found) != expected or found.count(VIDEO_TOKEN) > int(has_video):
+        raise ValueError(
+            f"the question has {found.count(IMAGE_TOKEN)} {IMAGE_TOKEN} and {found.count(VIDEO_TOKEN)} "
+            f"{VIDEO_TOKEN} placeholders but the request has {num_images} image(s) and "
+            f"{int(has_video)} video(s); write one placeholder per item or none"
+        )
+    if has_video and VIDEO_TOKEN not in found:
+        if num_images:
+            raise ValueError(f"a request with images and a video must mark the video with {VIDEO_TOKEN}")
+        turns = [(role, text.replace(IMAGE_TOKEN, VIDEO_TOKEN)) for role, text in turns]
+    return turns
+
+
+class PromptEncoder:
+    """Renders conversations with a chat template and expands placeholders to planned runs.
+
+    Args:
+        tokenizer: a `transformers` tokenizer.
+        image_token_id, video_token_id: the model's placeholder ids.
+        system_prompt: system turn for conversations without one; None keeps the template's
+            default ("You are a helpful assistant." for ChatML).
+    """
+
+    def __init__(self, tokenizer, image_token_id: int, video_token_id: int, system_prompt: str | None = None):
+        self.tokenizer = tokenizer
+        self.image_token_id = image_token_id
+        self.video_token_id = video_token_id
+        self.system_prompt = system_prompt
+        self.chat_template = getattr(tokenizer, "chat_template", None) or CHATML_TEMPLATE
+
+    def render(self, turns: Sequence[tuple[str, str]]) -> str:
+        """The prompt text: every turn, then the assistant's generation prompt."""
+        messages = []
+        for role, text in turns:
+            if role.lower() not in ROLES:
+                raise ValueError(f"unknown role {role!r}; expected one of {sorted(ROLES)}")
+            messages.append({"role": ROLES[role.lower()], "content": text})
+        if not messages or messages[-1]["role"] != "user":
+            raise ValueError("an inference conversation must end with a user turn")
+        if self.system_prompt is not None and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+        )
+
+    def encode(self, turns: Sequence[tuple[str, str]], plans: Sequence) -> torch.Tensor:
+        """Token ids [T] of the prompt, each placeholder expanded to its item's `plan.tokens`.
+
+        Raises:
+            ValueError: placeholders and item plans differ in number or kind.
+        """
+        text = self.render(turns)
+        pieces = PLACEHOLDER.split(text)
+        marks = PLACEHOLDER.findall(text)
+        kinds = ["video" if m == VIDEO_TOKEN else "image" for m in marks]
+        item_kinds = ["video" if p.kind == "video" else "image" for p in plans]
+        if kinds != item_kinds:
+            raise ValueError(
+                f"the prompt's placeholders {kinds} do not match the request's media {item_kinds}"
+            )
+        ids: list[int] = []
+        for k, piece in enumerate(pieces):
+            if piece:
+                ids.extend(self.tokenizer(piece, add_special_tokens=False)["input_ids"])
+            if k < len(plans):
+                token = self.video_token_id if plans[k].kind == "video" else self.image_token_id
+                ids.extend([token] * plans[k].tokens)
+        return torch.tensor(ids, dtype=torch.long)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Ids of plain text (no specials added)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
