@@ -1,0 +1,119 @@
+"""Decode chosen frames of a video with decord, after PyAV has vouched for the file.
+
+decord reads its own frame index on open and seeks to the keyframe before each requested
+frame in ``get_batch``; with ``width``/``height`` set, its FFmpeg filter graph scales frames
+before the RGB conversion. decord aborts or hangs on some inputs it does not understand, so
+the file is first opened with PyAV (:func:`~onevision.data.media.probe.open_video`): only
+files with a video stream FFmpeg can decode, and a frame size, reach decord. decord's own
+errors (``DECORDError``, and the RuntimeError it raises when opening fails) become
+:class:`MediaError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from onevision.data.media.errors import MediaError
+from onevision.data.media.probe import open_video, video_stream
+from onevision.data.media.resize import output_size
+
+try:
+    import decord
+except ImportError:  # decord has wheels for Linux x86-64 only; PyAV covers the rest.
+    decord = None
+
+DECORD_AVAILABLE = decord is not None
+"""Whether decord can be imported on this machine."""
+
+# Output widths decord 0.6 cannot copy frames out at ("DECORDArrayCopyFromTo: The size must
+# exactly match"), found by scanning widths 2..1400 on this build, stored and scaled alike.
+UNSUPPORTED_WIDTHS = frozenset({2, 3, 4, 6, 8, 12, 16, 24, 48, 72})
+
+_DECORD_ERRORS: tuple[type[BaseException], ...] = (
+    (decord.DECORDError, RuntimeError) if decord is not None else (RuntimeError,)
+)
+
+
+class DecordReader:
+    """Random access to the frames of one video file through decord; a context manager.
+
+    Args:
+        path: the video file.
+        size: output frame size: None (as stored), an int (longest side, never upscaled) or
+            (width, height).
+
+    Raises:
+        MediaError: not a decodable video (PyAV's verdict), or decord fails to open it.
+        RuntimeError: decord is not installed.
+    """
+
+    name = "decord"
+
+    def __init__(self, path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> None:
+        if decord is None:
+            raise RuntimeError("decord is not installed; use backend='pyav'")
+        self.path = os.fspath(path)
+        with open_video(self.path) as container:
+            codec = video_stream(container).codec_context
+            self.width, self.height = codec.width, codec.height
+        self.out_size = output_size(self.width, self.height, size)
+        if self.out_size[0] in UNSUPPORTED_WIDTHS:
+            raise MediaError(
+                self.path,
+                f"decord cannot return frames {self.out_size[0]} pixels wide (a decord 0.6 bug)",
+            )
+        scaled = self.out_size != (self.width, self.height)
+        try:
+            self._reader = decord.VideoReader(
+                self.path,
+                ctx=decord.cpu(0),
+                width=self.out_size[0] if scaled else -1,
+                height=self.out_size[1] if scaled else -1,
+                num_threads=0,
+            )
+            self.num_frames = len(self._reader)
+            self.fps = float(self._reader.get_avg_fps())
+        except _DECORD_ERRORS as error:
+            raise MediaError(
+                self.path, f"decord cannot open the video: {_first_line(error)}"
+            ) from error
+        if self.num_frames <= 0 or self.fps <= 0:
+            raise MediaError(
+                self.path, f"decord reports {self.num_frames} frames at {self.fps} fps"
+            )
+
+    def __enter__(self) -> DecordReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the reader."""
+        self._reader = None
+
+    def timestamps(self, indices: list[int]) -> list[float]:
+        """Presentation time in seconds of each frame, relative to the first frame."""
+        times = self._reader.get_frame_timestamp([0, *indices])[:, 0].astype(np.float64)
+        return [round(float(t - times[0]), 6) for t in times[1:]]
+
+    def read(self, indices: list[int]) -> np.ndarray:
+        """Decode the frames at ``indices`` (any order, repeats allowed): uint8 [F, H, W, 3]."""
+        try:
+            frames = self._reader.get_batch(list(indices)).asnumpy()
+        except _DECORD_ERRORS as error:
+            raise MediaError(
+                self.path, f"decord failed to decode frames: {_first_line(error)}"
+            ) from error
+        return frames
+
+
+def _first_line(error: BaseException) -> str:
+    """decord's message without its C++ backtrace and its "[time] source.cc:line:" prefix."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", text.splitlines()[0])

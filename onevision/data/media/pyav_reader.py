@@ -1,0 +1,225 @@
+"""Decode chosen frames of a video with PyAV, seeking by keyframe instead of decoding it all.
+
+Opening a file builds a frame index by demuxing every video packet (no decoding): the
+presentation timestamps (pts) in display order, which number the frames 0..N-1 the way decord
+numbers them, and which of them are keyframes. Reading frames then plans *runs*: the wanted
+frames are taken in order, and a new run (a seek to the keyframe at or before the frame) starts
+only when that keyframe lies beyond the previous wanted frame; otherwise decoding simply goes
+on, since seeking back would decode the same frames again. A few frames from a long clip thus
+cost a few GOPs, while dense sampling degenerates to one forward pass that stops after the
+last wanted frame. Unwanted frames that other frames reference are decoded but never
+converted to RGB; unwanted frames nothing references (non-reference B-frames, about half of
+the frames of a typical H.264 stream) are not decoded at all; wanted frames are converted
+straight to the output size by swscale.
+
+Streams whose packets carry no timestamps (raw H.264/HEVC elementary streams) are decoded from
+the start and their frames numbered by count.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Iterator
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from onevision.data.media.errors import MediaError
+from onevision.data.media.probe import open_video, stream_fps, video_stream
+from onevision.data.media.resize import output_size
+from onevision.data.media.sampling import frame_timestamps
+
+
+class PyAVReader:
+    """Random access to the frames of one video file through PyAV; a context manager.
+
+    Args:
+        path: the video file.
+        size: output frame size: None (as stored), an int (longest side, never upscaled) or
+            (width, height).
+
+    Raises:
+        MediaError: not a decodable video, or fewer packets than the header promises
+            (a truncated file).
+    """
+
+    name = "pyav"
+
+    def __init__(self, path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> None:
+        self.path = os.fspath(path)
+        self._container = open_video(self.path)
+        try:
+            self._stream = video_stream(self._container)
+            self._stream.thread_type = "AUTO"
+            self.fps = stream_fps(self.path, self._stream)
+            codec = self._stream.codec_context
+            self.width, self.height = codec.width, codec.height
+            self.out_size = output_size(self.width, self.height, size)
+            self._index_packets()
+        except BaseException:
+            self._container.close()
+            raise
+
+    def __enter__(self) -> PyAVReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the container."""
+        self._container.close()
+
+    def timestamps(self, indices: list[int]) -> list[float]:
+        """Presentation time in seconds of each frame, relative to the first frame."""
+        if self._pts is None:
+            return frame_timestamps(indices, self.fps)
+        start = self._pts[0]
+        return [round(float((self._pts[index] - start) * self._time_base), 6) for index in indices]
+
+    def read(self, indices: list[int]) -> np.ndarray:
+        """Decode the frames at ``indices`` (any order, repeats allowed): uint8 [F, H, W, 3]."""
+        wanted = sorted(set(indices))
+        if wanted and not 0 <= wanted[0] <= wanted[-1] < self.num_frames:
+            raise IndexError(
+                f"{self.path}: frame indices {wanted[0]}..{wanted[-1]} outside 0..{self.num_frames - 1}"
+            )
+        decoded: dict[int, np.ndarray] = {}
+        try:
+            if self._pts is None:
+                self._decode_run(None, wanted, decoded)
+            else:
+                for keyframe, run in self._plan_runs(wanted):
+                    self._decode_run(keyframe, run, decoded)
+        except av.FFmpegError as error:
+            raise MediaError(self.path, f"decoding failed: {error}") from error
+        return np.stack([decoded[index] for index in indices])
+
+    def _index_packets(self) -> None:
+        """Demux all video packets: frame pts in display order and keyframe positions."""
+        pts: list[int] = []
+        keyframe_pts: list[int] = []
+        count = 0
+        for packet in self._container.demux(self._stream):
+            if not packet.size:
+                continue
+            count += 1
+            if packet.pts is not None:
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keyframe_pts.append(packet.pts)
+        promised = self._stream.frames
+        if count == 0:
+            raise MediaError(self.path, "video stream holds no frames")
+        if promised and count < promised:
+            raise MediaError(
+                self.path,
+                f"truncated: the header lists {promised} frames but only {count} are present",
+            )
+        self.num_frames = count
+        self._time_base: Fraction = self._stream.time_base or Fraction(1, 1)
+        if len(pts) < count:
+            self._pts = None
+            return
+        pts.sort()
+        self._pts = pts
+        self._position = {value: position for position, value in enumerate(pts)}
+        self._keyframes = sorted(self._position[value] for value in keyframe_pts) or [0]
+
+    def _plan_runs(self, wanted: list[int]) -> list[tuple[int, list[int]]]:
+        """Group wanted frames into (keyframe to seek to, frames decoded after it) runs."""
+        runs: list[tuple[int, list[int]]] = []
+        for index in wanted:
+            keyframe = self._keyframes[bisect.bisect_right(self._keyframes, index) - 1]
+            if runs and keyframe <= runs[-1][1][-1]:
+                runs[-1][1].append(index)
+            else:
+                runs.append((keyframe, [index]))
+        return runs
+
+    def _decode_run(
+        self, keyframe: int | None, run: list[int], decoded: dict[int, np.ndarray]
+    ) -> None:
+        """Seek to ``keyframe`` (None: the start) and decode forward through ``run``."""
+        targets = set(run)
+        reached = self._decode_from(keyframe, run, targets, decoded)
+        if reached is None:
+            # The seek landed after the first wanted frame (the demuxer's keyframe index
+            # disagrees with the packets): decode this run again from the very start.
+            reached = self._decode_from(None, run, targets, decoded)
+        missing = sorted(targets - decoded.keys())
+        if missing:
+            raise MediaError(
+                self.path,
+                f"frames {missing[:5]} of {self.num_frames} could not be decoded "
+                f"(decoding stopped after frame {reached})",
+            )
+
+    def _decode_from(
+        self,
+        keyframe: int | None,
+        run: list[int],
+        targets: set[int],
+        decoded: dict[int, np.ndarray],
+    ) -> int | None:
+        """Decode from ``keyframe`` until ``run[-1]``; the last frame reached, None on overshoot."""
+        self._seek(keyframe)
+        reached = -1
+        for frame in self._frames(targets):
+            position = self._frame_position(frame, reached)
+            if position is None:
+                continue
+            if reached < 0 and keyframe is not None and position > run[0]:
+                return None
+            reached = position
+            if position in targets:
+                decoded[position] = self._to_rgb(frame)
+            if position >= run[-1]:
+                break
+        return reached
+
+    def _frames(self, targets: set[int]) -> Iterator[av.VideoFrame]:
+        """Decoded frames from the current demuxer position on.
+
+        For every packet that is not a wanted frame the decoder is told to skip the frame if
+        no other frame references it (``skip_frame = NONREF``; with frame threading FFmpeg
+        passes the setting on with each packet). Reference frames are always decoded, so
+        wanted frames come out bit-exact. Streams numbered by counting decode everything.
+        """
+        codec = self._stream.codec_context
+        codec.skip_frame = "DEFAULT"
+        for packet in self._container.demux(self._stream):
+            if self._pts is not None and packet.pts is not None:
+                wanted = self._position.get(packet.pts) in targets
+                codec.skip_frame = "DEFAULT" if wanted else "NONREF"
+            yield from codec.decode(packet)
+
+    def _seek(self, keyframe: int | None) -> None:
+        """Position the demuxer at ``keyframe``, or reopen the file to start from the top
+        (raw streams without timestamps cannot seek at all)."""
+        if keyframe is not None and self._pts is not None:
+            self._container.seek(self._pts[keyframe], stream=self._stream, backward=True)
+            return
+        self._container.close()
+        self._container = open_video(self.path)
+        self._stream = video_stream(self._container)
+        self._stream.thread_type = "AUTO"
+
+    def _frame_position(self, frame: av.VideoFrame, reached: int) -> int | None:
+        """Index of a decoded frame: by pts when indexed, else by counting."""
+        if self._pts is None:
+            return reached + 1
+        if frame.pts is None:
+            return None
+        position = self._position.get(frame.pts)
+        if position is None:
+            position = min(bisect.bisect_left(self._pts, frame.pts), self.num_frames - 1)
+        return position
+
+    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        width, height = self.out_size
+        if (width, height) == (frame.width, frame.height):
+            return frame.to_ndarray(format="rgb24")
+        return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
