@@ -284,7 +284,7 @@ def make_audio_only(
         if cover_art:
             picture = out.add_stream("mjpeg", rate=1)
             picture.width, picture.height, picture.pix_fmt = 32, 32, "yuvj420p"
-            picture.disposition = av.stream.Disposition.attached_pic
+            picture.disposition = av.stream.Disposition.attached_pic.value  # PyAV < 16 takes an int
             frame = av.VideoFrame.from_ndarray(frame_pixels(0, 32, 32), format="rgb24")
             frame = frame.reformat(format="yuvj420p")
             frame.pts = 0
