@@ -7,7 +7,8 @@ many tokens (the model lays out features from the plan, so plan and output canno
 
 Scenarios (arXiv 2408.03326, Sec. 3 and design.md):
 - one image in the sample: AnyRes-Max-N crops, unpadded, downscaled, one newline per row;
-  base (side^2) + h*w + h tokens;
+  base (side^2) + h*w + h tokens (or, with `single_image='base'`, as one image of a set: the
+  stage-1 alignment input);
 - several images: base resolution each, side^2 + 1 newline tokens per image (730 for SigLIP-384);
 - video: every frame at base resolution, bilinearly pooled to ceil(side/stride)^2 tokens,
   newlines by policy: one per video (default, as transformers), per frame, per row, or none.
@@ -68,6 +69,9 @@ class VisualSettings:
     """Strongest video pooling stride degrading may use."""
     min_anyres_max: int = 1
     """Smallest N degrading may use for a single AnyRes image."""
+    single_image: str = "anyres"
+    """A lone image: 'anyres' (AnyRes-Max-N crops) or 'base' (padded square, side^2 + 1 newline,
+    the official stage-1 input)."""
 
     def __post_init__(self) -> None:
         if self.grid_pinpoints is not None:
@@ -75,6 +79,8 @@ class VisualSettings:
             object.__setattr__(self, "grid_pinpoints", pins)
         if self.image_size < self.patch_size:
             raise ValueError(f"image_size {self.image_size} is smaller than patch_size {self.patch_size}")
+        if self.single_image not in ("anyres", "base"):
+            raise ValueError(f"single_image must be 'anyres' or 'base', got {self.single_image!r}")
         if self.video_newline not in VIDEO_NEWLINE_POLICIES:
             raise ValueError(f"video_newline must be one of {VIDEO_NEWLINE_POLICIES}, got {self.video_newline!r}")
         for name in ("anyres_max", "max_grid", "video_pool_stride", "frames_upbound", "min_frames", "min_anyres_max"):
@@ -209,12 +215,12 @@ class SamplePlan:
 
     @property
     def scenario(self) -> str:
-        kinds = {item.kind for item in self.items}
+        kinds = [item.kind for item in self.items]
         if not kinds:
             return "text"
         if "video" in kinds:
             return "video"
-        return "multi_image" if "multi_image" in kinds else "single_image"
+        return "multi_image" if len(kinds) > 1 else "single_image"
 
     def to_dict(self) -> dict:
         items = []
@@ -304,7 +310,7 @@ def _candidates(media: Sequence[ImageMedia | VideoMedia], settings: VisualSettin
     unknown = [m for m in media if not isinstance(m, (ImageMedia, VideoMedia))]
     if unknown:
         raise TypeError(f"media must be ImageMedia or VideoMedia, got {type(unknown[0]).__name__}")
-    single = len(images) == 1
+    single = len(images) == 1 and settings.single_image == "anyres"
     side = settings.patches_per_side
 
     n_levels = range(settings.anyres_max, min(settings.min_anyres_max, settings.anyres_max) - 1, -1) if single else [settings.anyres_max]
