@@ -20,6 +20,8 @@ COMMANDS = [
     ("eval", "onevision.cli.eval"),
     ("data", "onevision.cli.data"),
     ("train", "onevision.cli.train"),
+    ("demo", "onevision.cli.demo"),
+    ("transfer", "onevision.cli.transfer"),
 ]
 
 

@@ -1,0 +1,159 @@
+"""The training loop: one function, read top to bottom, no callback framework.
+
+`train(run)` resumes from the latest checkpoint when there is one, then for every optimizer
+step pulls `grad_accum` micro-batches, runs forward and backward through the engine (single
+process, DDP or DeepSpeed), steps, logs, evaluates and checkpoints at explicit points. The
+objects it calls are built by `onevision.train.runner.build_run` from a stage config:
+`run.engine`, `run.data`, `run.checkpointer`, `run.logger`, `run.evaluator`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from onevision.train.checkpoint import Checkpointer
+from onevision.train.engine import Runtime
+from onevision.train.logger import TrainLogger
+from onevision.train.loss import chunks_needed
+from onevision.train.step import labelled_count, modality_losses
+
+
+@dataclass
+class TrainRun:
+    """Everything `train()` calls, already built."""
+
+    engine: Any
+    """`TorchEngine` or `DeepSpeedEngine`."""
+    data: Any
+    """`TrainData`: micro-batches across epochs, resumable."""
+    checkpointer: Checkpointer
+    """Atomic saves and resume."""
+    logger: TrainLogger
+    """Progress bar, TensorBoard, W&B, loss curve."""
+    runtime: Runtime
+    """Ranks and device."""
+    total_steps: int
+    """Optimizer steps of the run."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    checkpoint_every: int = 0
+    """Save every this many steps (the last step is always saved)."""
+    eval_every: int = 0
+    """Evaluate every this many steps (and after the last one) when an evaluator is set."""
+    evaluator: Callable[[Any], dict] | None = None
+    """engine -> {'eval/loss': ...}; every rank calls it."""
+    resume: bool = True
+    """Continue from the latest checkpoint when there is one."""
+    stop_at: int | None = None
+    """Leave after this step (a checkpoint is saved there); None runs to total_steps."""
+    chunk_rows: int = 4096
+    """LM-head rows per chunk (ZeRO-3 needs the same number of chunks on every rank)."""
+    losses: list[float] = field(default_factory=list)
+    """Loss of every step this process ran, filled by `train()`."""
+    step: int = 0
+    """Optimizer steps done, updated by `train()`."""
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.total_steps
+
+
+def train(run: TrainRun) -> list[float]:
+    """Train until `run.total_steps`; returns the loss of each step run by this call."""
+    engine, data, runtime = run.engine, run.data, run.runtime
+    state = run.checkpointer.load(engine) if run.resume else None
+    step = state["step"] if state else 0
+    if state:
+        data.load_state_dict(state["data"])
+        run.logger.load_state_dict(state["logger"])
+    run.logger.start(step)
+    batches = data.micro_batches()
+    end = min(run.total_steps, run.stop_at or run.total_steps)
+    while step < end:
+        meter = StepMeter(started=time.perf_counter())
+        learning_rates = engine.learning_rates()
+        for micro in range(run.grad_accum):
+            batch = next(batches)
+            num_chunks = head_chunks(batch, run, runtime)
+            with engine.accumulating(last=micro == run.grad_accum - 1):
+                loss, token_losses, positions = engine(**data.inputs(batch), num_chunks=num_chunks)
+                engine.backward(loss)
+            meter.add(batch, float(loss.detach()), modality_losses(batch, token_losses, positions))
+        grad_norm = engine.step()
+        step = run.step = step + 1
+        scalars = meter.scalars(runtime, data.skipped()) | {"train/grad_norm": grad_norm}
+        scalars |= {f"lr/{name}": lr for name, lr in learning_rates.items()}
+        run.losses.append(scalars["train/loss"])
+        run.logger.log_step(step, scalars)
+        last = step == end
+        if run.evaluator is not None and ((run.eval_every and step % run.eval_every == 0) or step == run.total_steps):
+            run.logger.log_eval(step, run.evaluator(engine))
+        if (run.checkpoint_every and step % run.checkpoint_every == 0) or last:
+            trainer_state = {"data": data.state_dict(), "logger": run.logger.state_dict()}
+            run.checkpointer.save(step, engine, trainer_state)
+    run.step = step
+    run.logger.close()
+    return run.losses
+
+
+def head_chunks(batch, run: TrainRun, runtime: Runtime) -> int | None:
+    """LM-head calls for this micro-batch: ZeRO-3 needs the same number on every rank."""
+    if getattr(run.engine, "zero_stage", 0) != 3:
+        return None
+    most = runtime.all_reduce([labelled_count(batch)], op="max")[0]
+    return chunks_needed(int(most), run.chunk_rows)
+
+
+@dataclass
+class StepMeter:
+    """Sums over the micro-batches of one optimizer step, reduced over ranks into scalars."""
+
+    started: float
+    """perf_counter() at the start of the step."""
+    loss_sum: float = 0.0
+    micro: int = 0
+    tokens: int = 0
+    slots: int = 0
+    no_visual: int = 0
+    modality: dict = field(default_factory=dict)
+
+    def add(self, batch, loss: float, per_modality: dict[str, tuple[float, int]]) -> None:
+        self.loss_sum += loss
+        self.micro += 1
+        self.tokens += batch.num_tokens
+        self.slots += batch.input_ids.numel()
+        self.no_visual += int(batch.visual is None or not batch.visual.plans)
+        for name, (total, count) in per_modality.items():
+            seen = self.modality.get(name, (0.0, 0))
+            self.modality[name] = (seen[0] + total, seen[1] + count)
+
+    def scalars(self, runtime: Runtime, skipped: int) -> dict[str, float]:
+        """Loss (mean over micro-batches and ranks), per-modality loss, tokens/s, padding ratio.
+
+        `data/no_visual_batches` counts micro-batches (over ranks) without a visual item: in
+        a multi-rank run those ran the vision tower on a blank tile.
+        """
+        names = ("image", "multi_image", "video", "text")
+        local = [self.loss_sum, self.micro, self.tokens, self.slots, skipped, self.no_visual]
+        for name in names:
+            local.extend(self.modality.get(name, (0.0, 0)))
+        totals = runtime.all_reduce(local)
+        loss_sum, micro, tokens, slots, skipped_all, no_visual = totals[:6]
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        out = {
+            "train/loss": loss_sum / max(micro, 1),
+            "perf/tokens_per_s": tokens / seconds,
+            "perf/step_seconds": seconds,
+            "data/tokens": tokens,
+            "data/padding_ratio": 1.0 - tokens / max(slots, 1),
+            "data/skipped": skipped_all,
+            "data/no_visual_batches": no_visual,
+        }
+        for i, name in enumerate(names):
+            total, count = totals[6 + 2 * i], totals[7 + 2 * i]
+            if count:
+                out[f"train/loss_{name}"] = total / count
+        return out

@@ -1,0 +1,143 @@
+"""Which parameters train, with which learning rate, and the optional LoRA adapters.
+
+Stages name trainable parameters by regex (`StageConfig.trainable`, e.g. '^projector\\.' for
+stage 1) and give some of them their own learning rate (`optim.groups`, e.g. the vision tower
+at 2e-6 while the rest trains at 1e-5). Names are those of `OneVisionModel.named_parameters()`
+(see notes/contract.md); LoRA adds `...q_proj.lora_A.default.weight`-style names and moves the
+wrapped weight to `...q_proj.base_layer.weight`.
+
+LoRA (peft) targets the decoder's linear layers; the modules matched by `trainable` (the
+projector in practice) stay fully trainable next to the adapters, so a LoRA run never ends up
+with nothing but frozen weights and a constant loss.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from onevision.train.config import LoraSection, OptimSection
+
+
+@dataclass
+class GroupSummary:
+    """One optimizer group as built: its name, learning rate and size."""
+
+    name: str
+    """Group name (logged as lr/<name>)."""
+    lr: float
+    """Peak learning rate."""
+    weight_decay: float
+    """AdamW weight decay."""
+    num_tensors: int
+    """Parameter tensors in the group."""
+    num_params: int
+    """Scalar parameters in the group."""
+
+
+def never_used(model: nn.Module) -> set[str]:
+    """Parameters no forward pass reads: the tower's post_layernorm and layers past the feature layer.
+
+    Features come from a hidden layer before `post_layernorm` (design.md, "Model"), so these
+    never get a gradient; DDP would stop on them and the optimizer would carry them for nothing.
+    """
+    prefix = "vision_tower.vision_model."
+    depth = getattr(model.vision_tower, "depth", None)
+    layer = re.compile(re.escape(prefix) + r"encoder\.layers\.(\d+)\.")
+    names = set()
+    for name, _ in model.named_parameters():
+        if name.startswith((prefix + "post_layernorm.", prefix + "head.")):
+            names.add(name)
+        match = layer.match(name)
+        if match and depth is not None and int(match.group(1)) >= depth:
+            names.add(name)
+    return names
+
+
+def apply_trainable(model: nn.Module, patterns: list[str], keep: str | None = None) -> int:
+    """Set requires_grad on exactly the parameters whose name matches one of `patterns`.
+
+    Parameters the forward never reads (`never_used`) stay frozen whatever the patterns say.
+
+    Args:
+        model: the model (its parameter names are matched with `re.search`).
+        patterns: regexes of trainable parameter names.
+        keep: regex of parameters that stay trainable whatever the patterns say (LoRA adapters).
+
+    Returns:
+        The number of trainable scalar parameters.
+
+    Raises:
+        ValueError: no parameter matches at all (a typo would otherwise train nothing).
+    """
+    compiled = [re.compile(p) for p in patterns]
+    kept = re.compile(keep) if keep else None
+    unused = never_used(model)
+    total = 0
+    for name, param in model.named_parameters():
+        train = (any(c.search(name) for c in compiled) or bool(kept and kept.search(name))) and name not in unused
+        param.requires_grad_(train)
+        total += param.numel() if train else 0
+    if total == 0:
+        raise ValueError(f"no parameter matches the trainable patterns {patterns}; names look like {_examples(model)}")
+    return total
+
+
+def param_groups(model: nn.Module, optim: OptimSection) -> tuple[list[dict], list[GroupSummary]]:
+    """AdamW parameter groups of the trainable parameters: named groups first-match, then 'default'.
+
+    Returns:
+        (groups for torch.optim, one summary per non-empty group). Every group dict has
+        'params', 'lr', 'weight_decay' and 'name'.
+    """
+    named = [(g, re.compile(g.pattern)) for g in optim.groups]
+    buckets: dict[str, list[nn.Parameter]] = {g.name: [] for g in optim.groups}
+    buckets["default"] = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        group = next((g.name for g, c in named if c.search(name)), "default")
+        buckets[group].append(param)
+    settings = {g.name: (g.lr, g.weight_decay) for g in optim.groups}
+    settings["default"] = (optim.lr, optim.weight_decay)
+    groups, summary = [], []
+    for name, params in buckets.items():
+        if not params:
+            continue
+        lr, decay = settings[name]
+        groups.append({"params": params, "lr": lr, "weight_decay": decay, "name": name})
+        summary.append(GroupSummary(name, lr, decay, len(params), sum(p.numel() for p in params)))
+    return groups, summary
+
+
+LORA_PARAM = r"\.lora_(A|B|embedding_A|embedding_B)\."
+"""Regex of LoRA adapter parameter names."""
+
+
+def add_lora(model: nn.Module, lora: LoraSection):
+    """Inject LoRA adapters into the decoder's linear layers, in place.
+
+    Returns:
+        The peft `PeftModel` wrapping `model` (for `save_pretrained` of the adapter and
+        `merge_and_unload`); `model` itself now holds the adapter layers, so training code
+        keeps calling `model`.
+
+    Raises:
+        ImportError: peft is not installed (pip install 'onevision[lora]').
+        ValueError: the target regex matches no module.
+    """
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as err:
+        raise ImportError("LoRA needs the peft package: pip install 'onevision[lora]'") from err
+    target = re.compile(lora.target)
+    if not any(target.fullmatch(name) for name, _ in model.named_modules()):
+        raise ValueError(f"lora.target {lora.target!r} matches no module name")
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target, bias="none")
+    return get_peft_model(model, config)
+
+
+def _examples(model: nn.Module, count: int = 4) -> list[str]:
+    return [name for name, _ in list(model.named_parameters())[:count]]

@@ -1,0 +1,220 @@
+"""Run one stage: build every object `train()` calls from a `StageConfig`, train, export.
+
+    from onevision.train import load_stage, run_stage
+    result = run_stage(load_stage("stage1", ["model.size=debug", "output_root=/tmp/runs"]))
+    result.export_dir   # /tmp/runs/stage1/hf, the next stage's init_from
+
+Order: join the process group, seed, tokenizer and starting weights, attention back-end,
+gradient checkpointing, LoRA, trainable parameters and their optimizer groups, data, engine
+(single / DDP / DeepSpeed), checkpointer, logger, evaluator; then `train()`; then the export
+in the transformers llava_onevision layout (ZeRO-3 gathers the weights first; LoRA adapters
+are saved on their own and merged into the exported weights).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from onevision.train.attention import (
+    PACKED_KERNELS,
+    resolve_attention,
+    set_decoder_attention,
+)
+from onevision.train.checkpoint import Checkpointer, export_model
+from onevision.train.config import StageConfig, stage_to_dict
+from onevision.train.data import HeldOutLoss, TrainData, build_loader
+from onevision.train.engine import (
+    DeepSpeedEngine,
+    Runtime,
+    TorchEngine,
+    start_runtime,
+    stop_runtime,
+)
+from onevision.train.logger import TrainLogger
+from onevision.train.loop import TrainRun, train
+from onevision.train.model_init import build_model, load_tokenizer
+from onevision.train.params import LORA_PARAM, add_lora, apply_trainable, param_groups
+from onevision.train.step import LossModule
+
+
+@dataclass
+class StageResult:
+    """What a finished stage leaves behind."""
+
+    output_dir: Path
+    """The stage's folder."""
+    losses: list[float]
+    """Loss of every step this process ran."""
+    export_dir: Path | None
+    """The llava_onevision export (rank 0, when checkpoint.export)."""
+    adapter_dir: Path | None
+    """The LoRA adapter folder (rank 0, LoRA runs)."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def strategy_of(stage: StageConfig, world_size: int) -> str:
+    """'single', 'ddp' or 'deepspeed' for this run."""
+    strategy = stage.distributed.strategy
+    if strategy == "auto":
+        return "ddp" if world_size > 1 else "single"
+    if strategy == "single" and world_size > 1:
+        raise ValueError(f"distributed.strategy is 'single' but {world_size} ranks were launched")
+    return strategy
+
+
+def total_steps(stage: StageConfig, data: TrainData) -> int:
+    """Optimizer steps: loop.steps, else loop.epochs over the data."""
+    if stage.loop.steps is not None:
+        return stage.loop.steps
+    micro = math.floor(stage.loop.epochs * data.steps_per_epoch())
+    return max(1, micro // stage.loop.grad_accum)
+
+
+def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
+    """Every object `train()` calls, plus what the export needs (model, tokenizer, peft wrapper)."""
+    seed_everything(stage.loop.seed)
+    output_dir = Path(stage.output_dir)
+    if runtime.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(yaml.safe_dump(stage_to_dict(stage), sort_keys=False))
+    tokenizer = load_tokenizer(stage.model)
+    model = build_model(stage, tokenizer)
+    attention = resolve_attention(stage.model.attention, runtime.device)
+    set_decoder_attention(model.language_model, attention)
+    if stage.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    peft = add_lora(model, stage.lora) if stage.lora.enabled else None
+    if peft is None:
+        apply_trainable(model, stage.trainable)
+    else:
+        apply_trainable(model, stage.lora.trainable, keep=LORA_PARAM)
+    groups, _ = param_groups(model, stage.optim)
+
+    visual = model.config.visual
+    loader = build_loader(stage.data, tokenizer, visual, runtime, stage.loop.seed)
+    data = TrainData(loader, runtime, tokenizer.pad_token_id)
+    steps = total_steps(stage, data)
+    module = LossModule(model, stage.model.head_chunk_rows, attention in PACKED_KERNELS, dummy_visual=runtime.distributed)
+    bf16 = stage.loop.precision == "bf16" or (stage.loop.precision == "auto" and runtime.device.type == "cuda")
+    strategy = strategy_of(stage, runtime.world_size)
+    common = {"groups": groups, "optim": stage.optim, "total_steps": steps, "grad_accum": stage.loop.grad_accum, "runtime": runtime, "bf16": bf16}
+    if strategy == "deepspeed":
+        engine = DeepSpeedEngine(module, zero_stage=stage.distributed.zero_stage, config_path=stage.distributed.deepspeed_config, **common)
+    else:
+        engine = TorchEngine(module, **common)
+
+    evaluator = None
+    if stage.eval.recipe:
+        eval_loader = build_loader(stage.data, tokenizer, visual, runtime, stage.loop.seed, shuffle=False, recipe=stage.eval.recipe)
+        evaluator = HeldOutLoss(eval_loader, runtime, stage.eval.batches, tokenizer.pad_token_id, stage.model.head_chunk_rows)
+    logger = TrainLogger(
+        output_dir, stage.logging, steps, active=runtime.is_main, run_config=stage_to_dict(stage),
+        name=stage.name, log_every=stage.loop.log_every,
+    )
+    run = TrainRun(
+        engine=engine,
+        data=data,
+        checkpointer=Checkpointer(output_dir / "checkpoints", runtime, stage.checkpoint.keep_last),
+        logger=logger,
+        runtime=runtime,
+        total_steps=steps,
+        grad_accum=stage.loop.grad_accum,
+        checkpoint_every=stage.checkpoint.every,
+        eval_every=stage.loop.eval_every,
+        evaluator=evaluator,
+        resume=stage.checkpoint.resume,
+        stop_at=stage.loop.stop_at,
+        chunk_rows=stage.model.head_chunk_rows,
+    )
+    return run, {"model": model, "tokenizer": tokenizer, "peft": peft, "bf16": bf16}
+
+
+def export_stage(stage: StageConfig, run: TrainRun, parts: dict) -> tuple[Path | None, Path | None]:
+    """Write output_dir/hf (llava_onevision layout, tokenizer included) and, for LoRA, output_dir/adapter."""
+    output_dir = Path(stage.output_dir)
+    model, tokenizer, peft = parts["model"], parts["tokenizer"], parts["peft"]
+    adapter_dir = None
+    if peft is not None and run.runtime.is_main:
+        adapter_dir = save_adapter(peft, model, output_dir / "adapter")
+
+    def fresh():
+        from onevision.checkpoint.files import empty_model
+
+        base = empty_model(model.config)
+        if peft is not None:
+            add_lora(base, stage.lora)
+        return base
+
+    merge = merge_lora if peft is not None else None
+    dtype = torch.bfloat16 if parts["bf16"] else None
+    export_dir = export_model(run.engine, fresh, output_dir / "hf", run.runtime, tokenizer=tokenizer, merge_lora=merge, dtype=dtype)
+    return export_dir, adapter_dir
+
+
+def save_adapter(peft, model, folder: Path) -> Path:
+    """The LoRA adapter (peft format) plus the fully trained non-LoRA weights (trainable.safetensors)."""
+    from safetensors.torch import save_file
+
+    peft.save_pretrained(str(folder))
+    trained = {
+        name: param.detach().cpu().contiguous()
+        for name, param in model.named_parameters()
+        if param.requires_grad and "lora_" not in name
+    }
+    save_file(trained, str(folder / "trainable.safetensors"))
+    return folder
+
+
+def load_adapter(model, folder: str | Path):
+    """`model` (the stage's start) with a saved adapter and trainable weights applied; returns the peft model."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    peft = PeftModel.from_pretrained(model, str(folder))
+    trained = load_file(str(Path(folder) / "trainable.safetensors"))
+    missing = set(trained) - {name for name, _ in model.named_parameters()}
+    if missing:
+        raise KeyError(f"{folder}/trainable.safetensors holds weights the model lacks: {sorted(missing)[:4]}")
+    model.load_state_dict(trained, strict=False)
+    return peft
+
+
+def merge_lora(model):
+    """Fold LoRA adapters injected into `model` (in place) into plain linear weights."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.get_base_layer())
+    return model
+
+
+def run_stage(stage: StageConfig) -> StageResult:
+    """Train one stage end to end on this process's rank (launch several with torchrun / deepspeed)."""
+    strategy = stage.distributed.strategy
+    runtime = start_runtime(stage.loop.device, stage.distributed.timeout_s, deepspeed=strategy == "deepspeed")
+    try:
+        run, parts = build_run(stage, runtime)
+        losses = train(run)
+        export_dir = adapter_dir = None
+        if stage.checkpoint.export and run.finished:
+            export_dir, adapter_dir = export_stage(stage, run, parts)
+        return StageResult(Path(stage.output_dir), losses, export_dir, adapter_dir)
+    finally:
+        stop_runtime()
+
