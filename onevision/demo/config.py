@@ -55,12 +55,13 @@ class StagePlan:
 
 
 def default_stages() -> dict[str, StagePlan]:
-    """The full run's curriculum: most steps go to the OneVision stage, which holds every task."""
+    """The full run's curriculum: most steps go to the OneVision stage, which holds every task
+    (in smaller batches: more updates for the same tokens, which the multi-image tasks need)."""
     return {
         "stage1": StagePlan(steps=60, lr=2e-3),
         "stage1_5": StagePlan(steps=200, lr=1e-3, vision_lr=5e-4),
         "stage2_si": StagePlan(steps=60, lr=7e-4, vision_lr=3e-4),
-        "stage2_ov": StagePlan(steps=480, lr=7e-4, vision_lr=3e-4),
+        "stage2_ov": StagePlan(steps=720, lr=7e-4, vision_lr=3e-4, batch_tokens=2048),
     }
 
 
@@ -88,7 +89,7 @@ class DemoConfig:
     """Vision tower sigmoid-loss pretraining."""
     stages: dict[str, StagePlan] = field(default_factory=default_stages)
     """Stage name (see STAGES) -> how it runs."""
-    transfer: StagePlan = field(default_factory=lambda: StagePlan(steps=400, lr=7e-4, vision_lr=3e-4))
+    transfer: StagePlan = field(default_factory=lambda: StagePlan(steps=600, lr=7e-4, vision_lr=3e-4, batch_tokens=2048))
     """Every row of the transfer experiment (trained from stage 1.5)."""
     threads: int = 1
     """torch CPU threads: fixed, so results do not depend on the machine's core count."""

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from onevision.demo.cache import DemoCache, default_cache_root
+from onevision.demo.cache import DemoCache, Step, default_cache_root
 from onevision.demo.config import STAGES, DemoConfig
 from onevision.demo.curriculum import StageStart
 from onevision.demo.report import (
@@ -38,7 +38,7 @@ from onevision.demo.report import (
     stage_scores,
     task_table,
 )
-from onevision.demo.steps import DemoSteps, set_threads
+from onevision.demo.steps import DemoSteps, World, set_threads
 
 
 @dataclass
@@ -53,11 +53,11 @@ class DemoResult:
     """Everything in results.json: scores per stage, losses, timings."""
 
 
-def curriculum(steps: DemoSteps, stages: tuple[str, ...] = STAGES) -> tuple[dict, dict]:
-    """Run the pretraining and the curriculum stages (cached).
+def curriculum(steps: DemoSteps, stages: tuple[str, ...] = STAGES) -> tuple[dict[str, Step], World]:
+    """Run the pretraining and the curriculum `stages` in order (cached).
 
     Returns:
-        ({name: Step} for "tokenizer", "decoder", "tower" and each stage, {"world": World}).
+        ({name: Step} for "tokenizer", "decoder", "tower" and each stage, the world).
     """
     world = steps.world()
     tokenizer = steps.tokenizer(world)
@@ -70,7 +70,7 @@ def curriculum(steps: DemoSteps, stages: tuple[str, ...] = STAGES) -> tuple[dict
         step = steps.stage(name, steps.config.stages[name], start, world, depends)
         done[name] = step
         start, depends = StageStart(init_from=step.folder / "hf"), [step]
-    return done, {"world": world}
+    return done, world
 
 
 def run_demo(
@@ -97,8 +97,7 @@ def run_demo(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = DemoSteps(config, DemoCache(cache_root or default_cache_root(), enabled=use_cache), progress)
-    done, context = curriculum(steps)
-    world = context["world"]
+    done, world = curriculum(steps)
 
     reports = {name: steps.scores(done[name], world, "choice", name) for name in STAGES}
     scores = [stage_scores(reports[name]) for name in STAGES]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -88,8 +89,6 @@ class DemoSteps:
         key = cache_key("world", settings)
         folder = self.cache.folder("world", key)
         if not self.cache.enabled and folder.exists():
-            import shutil
-
             shutil.rmtree(folder)
         manifest = build_world(folder, seed=c.seed, n_train=c.n_train, n_test=c.n_test, progress=self.progress)
         write_world_recipes(folder)

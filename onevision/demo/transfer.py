@@ -104,8 +104,7 @@ def run_transfer(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = DemoSteps(config, DemoCache(cache_root or default_cache_root(), enabled=use_cache), progress)
-    done, context = curriculum(steps, stages=("stage1", START))
-    world = context["world"]
+    done, world = curriculum(steps, stages=("stage1", START))
     start = StageStart(init_from=done[START].folder / "hf")
     for row in recipes:
         recipe, scenarios = RECIPES[row]
