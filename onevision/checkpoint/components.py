@@ -167,12 +167,8 @@ def read_components(
     dropped = []
     llm = TensorFolder(llm_dir)
     for name in llm.names():
-        if name.startswith("model."):
-            tensors["language_model." + name] = llm.ref(name)
-        elif name.startswith("lm_head."):
-            tensors["language_model." + name] = llm.ref(name)
-        else:
-            tensors[name] = llm.ref(name)
+        key = "language_model." + name if name.startswith(("model.", "lm_head.")) else name
+        tensors[key] = llm.ref(name)
     tower = TensorFolder(vision_dir)
     for name in tower.names():
         inner = name.removeprefix("vision_model.")

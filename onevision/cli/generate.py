@@ -19,6 +19,7 @@ import sys
 
 from onevision.budget import BudgetError
 from onevision.checkpoint import CheckpointError
+from onevision.cli.options import add_model_source
 from onevision.data.media import MediaError
 
 
@@ -29,9 +30,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="checkpoint folder (weights, config.json and tokenizer files)")
-    source.add_argument("--model-size", choices=["debug"], help="build a random model of this size instead")
+    add_model_source(parser, "build a random model of this size instead")
     media = parser.add_mutually_exclusive_group()
     media.add_argument("--image", action="append", default=[], metavar="FILE", help="an image (repeat for several)")
     media.add_argument("--video", metavar="PATH", help="a video file or a folder of frames")

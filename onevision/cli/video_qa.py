@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from onevision.checkpoint import CheckpointError
+from onevision.cli.options import add_model_source
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -40,9 +41,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="checkpoint folder (weights, config.json and tokenizer files)")
-    source.add_argument("--model-size", choices=["debug"], help="a random debug model (for trying the command)")
+    add_model_source(parser, "a random debug model (for trying the command)")
     inputs = parser.add_mutually_exclusive_group(required=True)
     inputs.add_argument("--videos", type=Path, help="folder of videos (searched recursively)")
     inputs.add_argument("--questions", type=Path, help="JSONL of {id, video, question[, options]}")
