@@ -31,6 +31,12 @@ from onevision.data.media.probe import open_video, stream_fps, video_stream
 from onevision.data.media.resize import output_size
 from onevision.data.media.sampling import frame_timestamps
 
+THREAD_TYPE = "SLICE"
+"""FFmpeg threading for decoding. Slice threading, not frame threading ("AUTO"/"FRAME"): every
+seek flushes a frame-threaded decoder's pipeline, and measured here (2 cores, H.264 480p and
+1080p, bit-identical frames) slice threading decoded 8-32 sampled frames of a 3-minute clip
+1.4-1.6x faster than frame threading, and even a full dense decode 1.15-1.3x faster."""
+
 
 class PyAVReader:
     """Random access to the frames of one video file through PyAV; a context manager.
@@ -52,7 +58,7 @@ class PyAVReader:
         self._container = open_video(self.path)
         try:
             self._stream = video_stream(self._container)
-            self._stream.thread_type = "AUTO"
+            self._stream.thread_type = THREAD_TYPE
             self.fps = stream_fps(self.path, self._stream)
             codec = self._stream.codec_context
             self.width, self.height = codec.width, codec.height
@@ -205,7 +211,7 @@ class PyAVReader:
         self._container.close()
         self._container = open_video(self.path)
         self._stream = video_stream(self._container)
-        self._stream.thread_type = "AUTO"
+        self._stream.thread_type = THREAD_TYPE
 
     def _frame_position(self, frame: av.VideoFrame, reached: int) -> int | None:
         """Index of a decoded frame: by pts when indexed, else by counting."""
