@@ -2,6 +2,8 @@
 `lmms_eval.models`), and lmms-eval's own `Instance`s for `generate_until` and `loglikelihood`
 get the answers and log-likelihoods of the pipeline itself. Needs the 'eval' extra (lmms-eval)."""
 
+import json
+
 import lmms_eval.models as lmms_models
 import numpy as np
 import pytest
@@ -77,3 +79,38 @@ def test_loglikelihood_sums_continuation_log_probs(setup):
         prepared = pipe.prepare(as_request(docs, k))
         (score,) = pipe.score([prepared], [[pipe.encoder.encode_text(target) + pipe.answer_end]])[0]
         assert logprob < 0 and logprob == pytest.approx(score.logprob, abs=1e-4) and greedy == score.greedy
+
+
+def test_generate_until_multi_round_follows_doc_to_text(setup):
+    lmm, pipe, docs = setup
+    seen = []
+
+    def doc_to_text(doc, previous_output, round_idx, previous_round_info):
+        """Two follow-up rounds: round 1 asks a new question about the same media, round 2 is
+        a JSON conversation carrying round 0's answer; then stop."""
+        seen.append((doc["q"], list(previous_output), round_idx, previous_round_info))
+        if round_idx == 1:
+            return doc["visual"], "And the colour?", False, previous_output, {"asked": 1}
+        if round_idx == 2:
+            turns = [{"value": doc["q"]}, {"value": previous_output[0]}, {"value": "Say it again."}]
+            return doc["visual"], json.dumps(turns), False, previous_output, {"asked": 2}
+        return None, None, True, previous_output, previous_round_info
+
+    gen_kwargs = {"max_new_tokens": 5, "until": ["\n\n"]}
+    requests = [
+        instance("generate_until_multi_round", (d["q"], dict(gen_kwargs), doc_to_visual, doc_to_text, k, TASK, SPLIT), k)
+        for k, d in enumerate(docs)
+    ]
+    results = lmm.generate_until_multi_round(requests)
+    assert [len(r) for r in results] == [3, 3, 3]
+    for k, answers in enumerate(results):
+        request = as_request(docs, k)
+        first = pipe.generate_batch([request], max_new_tokens=5)[0]
+        second = pipe.generate_batch([Request(question="And the colour?", images=request.images, video=request.video)], max_new_tokens=5)[0]
+        turns = [("user", docs[k]["q"]), ("assistant", first), ("user", "Say it again.")]
+        third = pipe.generate_batch([Request(turns=turns, images=request.images, video=request.video)], max_new_tokens=5)[0]
+        assert answers == [a.split("\n\n")[0] for a in (first, second, third)]
+    # doc_to_text saw every earlier answer and its own round info, and was asked once more to stop.
+    assert [s[2] for s in seen] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert all(len(prev) == rnd for _, prev, rnd, _ in seen)
+    assert [s[3] for s in seen if s[2] == 3] == [{"asked": 2}] * 3

@@ -24,6 +24,9 @@ Requests:
   llava_onevision scores too, which however returns the mean loss instead of the summed
   log-probability), with whether greedy decoding would have produced it. Requests of the same
   document share one prompt pass.
+- `generate_until_multi_round`: round 0 as `generate_until`; later rounds take their media and
+  context from the task's `doc_to_text` until it signals the end (a context may be a JSON list
+  of turns); the answers of every round per request.
 Visuals from `doc_to_visual`: PIL images (one: AnyRes, several: multi-image) or a path to a
 video file or frame folder (image paths are read as images). One process only (no
 accelerate sharding).
@@ -104,6 +107,9 @@ class OneVisionLMMS(lmms):
                 images.append(os.fspath(visual))
             else:
                 raise ValueError(f"onevision cannot read a visual of type {type(visual).__name__} (PIL images or paths only)")
+        turns = _conversation(context)
+        if turns:
+            return Request(turns=turns, images=images, video=video)
         return Request(question=context, images=images, video=video)
 
     @staticmethod
@@ -125,35 +131,84 @@ class OneVisionLMMS(lmms):
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         """Generated text per request, in order (see the module docstring)."""
+        items = []
+        for instance in requests:
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = instance.args
+            items.append((context, doc_to_visual(self._doc(task, split, doc_id)), dict(gen_kwargs or {})))
+        bar = tqdm(total=len(requests), desc="onevision generate_until", disable=self.rank != 0)
+        answers = self._answer(items, bar)
+        bar.close()
+        return answers
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
+        """Each request's answers over several rounds, as lmms-eval's llava_onevision runs them.
+
+        Round 0 answers the request's context about `doc_to_visual(doc)`. Before every later
+        round the task's `doc_to_text(doc, previous_output=..., round_idx=..., previous_round_info=...)`
+        returns (visuals, context, done, answers so far, info): the next round's media and
+        question (a string, or a JSON list of `{"value": ...}` turns alternating user and
+        assistant), whether to stop, and the answers it keeps. Requests still running are
+        batched together in every round.
+        """
+        states = []
+        for instance in requests:
+            context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = instance.args
+            doc = self._doc(task, split, doc_id)
+            states.append({"doc": doc, "doc_to_text": doc_to_text, "gen_kwargs": dict(gen_kwargs or {}),
+                           "visuals": doc_to_visual(doc), "context": context, "answers": [], "info": None})
+        active = list(range(len(states)))
+        bar = tqdm(total=len(requests), desc="onevision generate_until_multi_round", disable=self.rank != 0)
+        round_index = 0
+        while active:
+            if round_index:
+                still = []
+                for index in active:
+                    state = states[index]
+                    visuals, context, done, answers, info = state["doc_to_text"](
+                        state["doc"], previous_output=state["answers"], round_idx=round_index, previous_round_info=state["info"]
+                    )
+                    state.update(visuals=visuals, context=context, answers=list(answers), info=info)
+                    if done:
+                        bar.update(1)
+                    else:
+                        still.append(index)
+                active = still
+            items = [(states[i]["context"], states[i]["visuals"], states[i]["gen_kwargs"]) for i in active]
+            for index, answer in zip(active, self._answer(items)):
+                states[index]["answers"].append(answer)
+            round_index += 1
+        bar.close()
+        return [state["answers"] for state in states]
+
+    def _answer(self, items: list[tuple[str, Any, dict]], bar=None) -> list[str]:
+        """Answers to (context, visuals, gen_kwargs) items, in order; items with the same
+        settings are generated together in batches. A medium that cannot be read gets ""."""
         from onevision.data.media import MediaError
 
-        answers: list[str | None] = [None] * len(requests)
+        answers = [""] * len(items)
         groups: dict[str, list[int]] = {}
-        for index, instance in enumerate(requests):
-            gen_kwargs = dict(instance.args[1] or {})
+        for index, (_, _, gen_kwargs) in enumerate(items):
             key = json.dumps({k: v for k, v in gen_kwargs.items() if k != "until"}, sort_keys=True, default=str)
             groups.setdefault(key, []).append(index)
-        bar = tqdm(total=len(requests), desc="onevision generate_until", disable=self.rank != 0)
         for indices in groups.values():
-            settings, _ = self._generation(dict(requests[indices[0]].args[1] or {}), self.max_new_tokens)
+            settings, _ = self._generation(items[indices[0]][2], self.max_new_tokens)
             generation = self.pipe.generation_settings(**settings)
             for start in range(0, len(indices), self.batch_size):
                 chunk, prepared = [], []
                 for index in indices[start : start + self.batch_size]:
-                    context, _, doc_to_visual, doc_id, task, split = requests[index].args
+                    context, visuals, _ = items[index]
                     try:
-                        prepared.append(self.pipe.prepare(self._request(context, doc_to_visual(self._doc(task, split, doc_id)))))
+                        prepared.append(self.pipe.prepare(self._request(context, visuals)))
                         chunk.append(index)
                     except MediaError as error:
                         logger.warning(f"onevision: {error}; answering with an empty string")
-                        answers[index] = ""
                 if prepared:
                     for index, tokens in zip(chunk, self.pipe.generate_prepared(prepared, generation)):
-                        _, until = self._generation(dict(requests[index].args[1] or {}), self.max_new_tokens)
+                        _, until = self._generation(items[index][2], self.max_new_tokens)
                         answers[index] = _cut(self.pipe.decode(tokens), until)
-                bar.update(len(indices[start : start + self.batch_size]))
-        bar.close()
-        return [a or "" for a in answers]
+                if bar is not None:
+                    bar.update(len(indices[start : start + self.batch_size]))
+        return answers
 
     def loglikelihood(self, requests: list[Instance]) -> list:
         """(summed log-probability, is greedy) of each request's continuation, in order.
@@ -189,9 +244,6 @@ class OneVisionLMMS(lmms):
         bar.close()
         return [GenerationResult(text=pair) for pair in scores] if _WRAP_SCORES else scores
 
-    def generate_until_multi_round(self, requests) -> list[str]:
-        raise NotImplementedError("onevision does not implement lmms-eval's multi-round generation")
-
 
 def _cut(text: str, until: list[str]) -> str:
     """`text` up to the first of the stop strings."""
@@ -199,3 +251,20 @@ def _cut(text: str, until: list[str]) -> str:
         if stop and stop in text:
             text = text[: text.index(stop)]
     return text
+
+
+def _conversation(context: str) -> list[tuple[str, str]]:
+    """(role, text) turns of a context that is a JSON list of `{"value": ...}` messages
+    alternating user and assistant (lmms-eval's multi-round tasks), else []."""
+    if not context.lstrip().startswith("["):
+        return []
+    try:
+        messages = json.loads(context)
+    except ValueError:
+        return []
+    if not isinstance(messages, list) or not all(isinstance(m, dict) and "value" in m for m in messages):
+        return []
+    if len(messages) % 2 == 0:
+        raise ValueError(f"a multi-round context must end with a user message; it has {len(messages)} messages")
+    return [("user" if k % 2 == 0 else "assistant", str(m["value"])) for k, m in enumerate(messages)]
+
