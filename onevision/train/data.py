@@ -47,8 +47,19 @@ def resolve_recipe(path: str) -> Path:
     raise FileNotFoundError(f"data recipe {path} not found (also tried {beside})")
 
 
-def build_loader(section: DataSection, tokenizer, visual: VisualSettings, runtime: Runtime, seed: int, shuffle: bool = True, recipe: str | None = None) -> OneVisionLoader:
-    """This rank's loader over `recipe` (default: section.recipe) with the stage's batching."""
+def build_loader(
+    section: DataSection,
+    tokenizer,
+    visual: VisualSettings,
+    runtime: Runtime,
+    seed: int,
+    shuffle: bool = True,
+    recipe: str | None = None,
+    progress: bool = True,
+) -> OneVisionLoader:
+    """This rank's loader over `recipe` (default: section.recipe) with the stage's batching;
+    `progress` shows bars (on the main rank) while records are read and measured."""
+    progress = progress and runtime.is_main
     recipe_path = resolve_recipe(recipe or section.recipe)
     config = DataConfig(
         visual=visual,
@@ -59,10 +70,10 @@ def build_loader(section: DataSection, tokenizer, visual: VisualSettings, runtim
         video_backend=section.video_backend,
         seed=seed,
     )
-    dataset = OneVisionDataset.from_recipe(load_recipe(recipe_path), tokenizer, config, progress=runtime.is_main)
+    dataset = OneVisionDataset.from_recipe(load_recipe(recipe_path), tokenizer, config, progress=progress)
     sampler_config = dataclasses.replace(section.sampler, seed=seed, shuffle=shuffle and section.sampler.shuffle)
     sampler = ModalityLengthBatchSampler(
-        dataset.lengths(progress=runtime.is_main), dataset.modalities(), sampler_config, runtime.rank, runtime.world_size
+        dataset.lengths(progress=progress), dataset.modalities(), sampler_config, runtime.rank, runtime.world_size
     )
     packed = sampler_config.max_tokens is not None
     collate = CollateConfig(pack=packed, max_tokens=sampler_config.max_tokens, pad_to_multiple_of=section.pad_to_multiple_of)

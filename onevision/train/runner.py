@@ -103,7 +103,7 @@ def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
     groups, _ = param_groups(model, stage.optim)
 
     visual = model.config.visual
-    loader = build_loader(stage.data, tokenizer, visual, runtime, stage.loop.seed)
+    loader = build_loader(stage.data, tokenizer, visual, runtime, stage.loop.seed, progress=stage.logging.progress)
     data = TrainData(loader, runtime, tokenizer.pad_token_id)
     steps = total_steps(stage, data)
     module = LossModule(model, stage.model.head_chunk_rows, attention in PACKED_KERNELS, dummy_visual=runtime.distributed)
@@ -117,7 +117,7 @@ def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
 
     evaluator = None
     if stage.eval.recipe:
-        eval_loader = build_loader(stage.data, tokenizer, visual, runtime, stage.loop.seed, shuffle=False, recipe=stage.eval.recipe)
+        eval_loader = build_loader(stage.data, tokenizer, visual, runtime, stage.loop.seed, shuffle=False, recipe=stage.eval.recipe, progress=stage.logging.progress)
         evaluator = HeldOutLoss(eval_loader, runtime, stage.eval.batches, tokenizer.pad_token_id, stage.model.head_chunk_rows)
     logger = TrainLogger(
         output_dir, stage.logging, steps, active=runtime.is_main, run_config=stage_to_dict(stage),
