@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from onevision.checkpoint import CheckpointError
+from onevision.cli.options import add_device_options
 from onevision.data.records import RecordError
 
 
@@ -47,8 +48,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="only the first N records (quick checks)")
     parser.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--plot", type=Path, default=None, help="write the transfer-matrix heat map (PNG) here")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None, help="cast the weights (default: as stored)")
+    add_device_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser

@@ -19,7 +19,7 @@ import sys
 
 from onevision.budget import BudgetError
 from onevision.checkpoint import CheckpointError
-from onevision.cli.options import add_model_source
+from onevision.cli.options import add_device_options, add_model_source
 from onevision.data.media import MediaError
 
 
@@ -40,8 +40,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default 1.0: off)")
     parser.add_argument("--seed", type=int, default=0, help="seed of sampling and of the debug model's weights (default 0)")
     parser.add_argument("--num-frames", type=int, default=None, help="frames sampled from a video (default: the checkpoint's frames_upbound)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None, help="cast the weights (default: as stored)")
+    add_device_options(parser)
     parser.set_defaults(func=run)
     return parser
 

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from onevision.checkpoint import CheckpointError
-from onevision.cli.options import add_model_source
+from onevision.cli.options import add_device_options, add_model_source
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -56,8 +56,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--max-new-tokens", type=int, default=64, help="most tokens per open answer (default 64)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily (default); > 0 samples")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed (and the debug model's weights)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None, help="cast the weights (default: as stored)")
+    add_device_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
