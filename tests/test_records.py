@@ -133,6 +133,9 @@ BAD = [
     ({"id": "x", "image": "a.jpg", "conversations": conv(("human", "<image>"), ("gpt", "see <image>"))}, "turn 1 (assistant) contains a media placeholder"),
     ({"id": "x", "image": 5, "conversations": conv(("human", "<image>"), ("gpt", "b"))}, "'image' must be a non-empty path"),
     ({"id": "x", "video": ["a.mp4", "b.mp4"], "conversations": conv(("human", "<video>"), ("gpt", "b"))}, "one path, got 2"),
+    ({"id": "x", "conversations": conv(("human", "a\ud800b"), ("gpt", "b"))}, "turn 0 (user) text holds an unpaired surrogate '\\ud800' at character 1"),
+    ({"id": "x", "image": "a\x00.jpg", "conversations": conv(("human", "<image>"), ("gpt", "b"))}, "holds a NUL character"),
+    ({"id": "x", "image": "\udc80.jpg", "conversations": conv(("human", "<image>"), ("gpt", "b"))}, "path '\\udc80.jpg' holds an unpaired surrogate"),
 ]
 
 
@@ -164,3 +167,80 @@ def test_file_level_errors(tmp_path):
     (tmp_path / "list.jsonl").write_text("[1, 2]\n")
     with pytest.raises(RecordError, match=r"list\.jsonl:1: record is a list"):
         load_records(tmp_path / "list.jsonl")
+
+
+def test_bad_id_types_are_named_without_echoing_huge_values():
+    deep = []
+    for _ in range(5000):
+        deep = [deep]
+    for bad, kind in [(deep, "list"), ({"a": 1}, "dict"), (1.5, "float"), (True, "bool")]:
+        with pytest.raises(RecordError, match=rf"^f\.json\[3\]: 'id' is a {kind} \(.{{1,90}}\), expected a string or an integer$"):
+            parse_record({"id": bad, "conversations": conv(("human", "a"), ("gpt", "b"))}, source="f.json", index=3)
+    long_id = "x" * 10_000
+    with pytest.raises(RecordError) as error:
+        parse_record({"id": long_id, "conversations": []}, source="f.json")
+    assert len(str(error.value)) < 200 and "(id=xxx" in str(error.value)
+    huge_image = {"id": "h", "image": [[["a"] * 1000] * 1000], "conversations": conv(("human", "<image>"), ("gpt", "b"))}
+    with pytest.raises(RecordError, match="'image' must be a non-empty path") as error:
+        parse_record(huge_image, source="f.json")
+    assert len(str(error.value)) < 300
+
+
+@pytest.mark.parametrize("kind", ["json", "jsonl"])
+def test_invalid_utf8_names_file_line_and_byte(tmp_path, kind):
+    good = json.dumps(TEXT).encode()
+    bad = json.dumps(IMAGE).encode().replace(b"What?", b"Wh\xff\xfet?")
+    path = tmp_path / f"d.{kind}"
+    column = bad.index(b"\xff") + 1
+    if kind == "json":
+        path.write_bytes(b"[" + good + b",\n" + bad + b"]")
+        pattern = rf"d\.json: line 2, byte {column} \(file byte {len(good) + 3 + column - 1}\): not valid UTF-8"
+    else:
+        path.write_bytes(good + b"\n" + bad + b"\n")
+        pattern = rf"d\.jsonl:2: byte {column}: not valid UTF-8 \(invalid start byte"
+    with pytest.raises(RecordError, match=pattern):
+        load_records(path)
+
+
+@pytest.mark.parametrize("kind", ["json", "jsonl"])
+def test_utf8_bom_is_accepted(tmp_path, kind):
+    path = tmp_path / f"d.{kind}"
+    body = json.dumps([TEXT, IMAGE]) if kind == "json" else json.dumps(TEXT) + "\n" + json.dumps(IMAGE) + "\n"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    assert [r.id for r in load_records(path)] == ["t1", "i1"]
+    assert count_records(path) == 2
+
+
+@pytest.mark.parametrize("kind", ["json", "jsonl"])
+def test_deep_nesting_names_file_and_line_instead_of_recursion_error(tmp_path, kind):
+    deep = "[" * 100_000 + "]" * 100_000
+    path = tmp_path / f"d.{kind}"
+    if kind == "json":
+        path.write_text("[\n" + json.dumps(TEXT) + ",\n" + deep + "\n]")
+        pattern = r"d\.json: line 3: JSON nested 100001 levels deep, too deep to parse"
+    else:
+        path.write_text(json.dumps(TEXT) + "\n" + '{"id": ' + deep + "}\n")
+        pattern = r"d\.jsonl:2: JSON nested 100001 levels deep, too deep to parse"
+    with pytest.raises(RecordError, match=pattern):
+        load_records(path)
+
+
+def test_overlong_number_names_file_and_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(TEXT) + "\n" + '{"id": ' + "9" * 5000 + "}\n")
+    with pytest.raises(RecordError, match=r"d\.jsonl:2: unreadable JSON value: Exceeds the limit"):
+        load_records(path)
+
+
+def test_jsonl_lines_split_on_newline_only_and_count_matches(tmp_path):
+    """A lone \\r or a Unicode separator is not a line break, and only ASCII whitespace is blank."""
+    path = tmp_path / "d.jsonl"
+    first = json.dumps(dict(TEXT, conversations=conv(("human", "a\u2028b"), ("gpt", "c"))), ensure_ascii=False)
+    path.write_bytes(first.encode() + b"\r\n \t\r\n" + json.dumps(IMAGE).encode() + b"\n")
+    assert [(index, line) for index, line, _ in iter_raw_records(path)] == [(0, 1), (1, 3)]
+    assert count_records(path) == 2
+    assert load_records(path)[0].turns[0].text == "a\u2028b"
+    path.write_bytes(json.dumps(TEXT).encode() + b"\n\x1c\n")
+    assert count_records(path) == 2
+    with pytest.raises(RecordError, match=r"d\.jsonl:2: invalid JSON"):
+        load_records(path)

@@ -33,7 +33,7 @@ from onevision.budget import BudgetError, ImageMedia, VideoMedia, VisualSettings
 from onevision.data.media import MediaError, image_size, load_image, load_video, sample_frame_indices, video_info
 from onevision.data.media.sampling import frame_timestamps
 from onevision.data.recipe import Recipe
-from onevision.data.records import Record, RecordError, iter_raw_records, parse_record
+from onevision.data.records import Record, RecordError, iter_raw_records, display, parse_record, raw_record_id
 from onevision.data.template import (
     ChatEncoder,
     SkipSample,
@@ -173,9 +173,10 @@ def _bad_record(raw: Any, source: str, index: int, line: int | None, reason: str
         modality = "multi_image"
     else:
         modality = "image" if image else "text"
-    record_id = str(raw["id"]) if raw.get("id") is not None else f"#{index}"
+    record_id = raw_record_id(raw)
+    record_id = f"#{index}" if record_id is None else record_id
     where = f"{source}:{line}" if line is not None else f"{source}[{index}]"
-    return BadRecord(record_id, source, reason, modality, f"{where} (id={record_id})")
+    return BadRecord(record_id, source, reason, modality, f"{where} (id={display(record_id)})")
 
 
 @dataclass(frozen=True)

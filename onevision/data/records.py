@@ -16,12 +16,25 @@ system / user / assistant: ``human``/``user`` -> user, ``gpt``/``assistant`` -> 
 Validation is cheap (no file is opened beyond the record file) and every error names the
 file, the line or list index, the record id and the problem. Rules:
 
+* ``id``, when present, is a string or an integer.
 * ``conversations`` is a non-empty list; every turn has a known role and string text.
+* Text and media paths are valid Unicode (no unpaired surrogate such as a JSON ``"\\ud800"``,
+  which no tokenizer can encode); paths hold no NUL character.
 * Turn order: optional ``system`` turns first, then user and assistant strictly alternating,
   starting with user and ending with assistant (a trailing question has nothing to supervise).
 * Placeholders: one ``<image>`` per image; a video record has exactly one placeholder, written
   ``<image>`` (as the official video data does) or ``<video>``; text-only records have none;
   no placeholder in an assistant turn.
+
+Reading never fails with a bare Python error: a file that is not UTF-8 (a leading BOM is
+accepted), is not JSON, nests deeper than the parser can follow (``RecursionError``) or holds
+a number too long to convert raises `RecordError` naming the file and the line (plus the byte
+or column). JSONL lines are split on ``\\n`` only and a line is blank when it holds only ASCII
+whitespace, the same rule `count_records` counts by. Values echoed in messages are shortened
+(`reprlib`), so a huge or deeply nested value never makes a huge or failing message.
+
+Text that contains the tokenizer's control tokens (``<|im_end|>``, ``<|im_start|>`` ...) is kept
+as written; `onevision.data.template` tokenises it as plain text, so it cannot forge a turn.
 
 Two normalisations, both following the official code's conventions:
 
@@ -35,6 +48,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import reprlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +65,11 @@ ROLE_ALIASES = {
     "system": "system",
 }
 MODALITIES = ("text", "image", "multi_image", "video")
+_UTF8_BOM = b"\xef\xbb\xbf"
+# A JSON string or a bracket: enough to find where a file nests deepest, once parsing failed.
+_JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlevel = 80, 80, 3
 
 
 class RecordError(ValueError):
@@ -90,9 +110,38 @@ class Record:
         return _where(self.source, self.index, self.line, self.id)
 
 
+def short(value: Any) -> str:
+    """`repr` of `value` cut to a few levels and at most 100 characters, for error messages."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def display(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters, unpaired surrogates escaped (always printable as UTF-8)."""
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def raw_record_id(raw: Any) -> str | None:
+    """A raw record's ``id`` as a string when it is a string or an integer; None otherwise."""
+    if not isinstance(raw, dict):
+        return None
+    value = raw.get("id")
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    return None
+
+
 def _where(source: str, index: int, line: int | None, record_id: str | None) -> str:
     place = f"{source}:{line}" if line is not None else f"{source}[{index}]"
-    return f"{place} (id={record_id})" if record_id is not None else place
+    return f"{place} (id={display(record_id)})" if record_id is not None else place
+
+
+def _check_unicode(text: str, what: str, fail) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        fail(f"{what} holds an unpaired surrogate {text[error.start]!r} at character {error.start}; it is not valid Unicode")
 
 
 def _text_of(turn: Any, number: int, fail) -> Turn:
@@ -103,12 +152,13 @@ def _text_of(turn: Any, number: int, fail) -> Turn:
     else:
         raw_role, text = turn.get("role"), turn.get("content")
     if raw_role is None:
-        fail(f"turn {number} has no role (expected 'from' or 'role'); keys: {sorted(turn)}")
-    role = ROLE_ALIASES.get(str(raw_role).lower())
+        fail(f"turn {number} has no role (expected 'from' or 'role'); keys: {short(sorted(turn))}")
+    role = ROLE_ALIASES.get(raw_role.lower()) if isinstance(raw_role, str) else None
     if role is None:
-        fail(f"turn {number} has unknown role {raw_role!r}; known roles: {sorted(ROLE_ALIASES)}")
+        fail(f"turn {number} has unknown role {short(raw_role)}; known roles: {sorted(ROLE_ALIASES)}")
     if not isinstance(text, str):
-        fail(f"turn {number} ({raw_role}) text is {type(text).__name__}, expected a string")
+        fail(f"turn {number} ({display(raw_role)}) text is {type(text).__name__}, expected a string")
+    _check_unicode(text, f"turn {number} ({role}) text", fail)
     return Turn(role, text)
 
 
@@ -137,7 +187,10 @@ def _media_list(raw: dict, key: str, fail) -> list[str]:
     items = value if isinstance(value, list) else [value]
     for item in items:
         if not isinstance(item, str) or not item:
-            fail(f"{key!r} must be a non-empty path or a list of them, got {value!r}")
+            fail(f"{key!r} must be a non-empty path or a list of them, got {short(value)}")
+        _check_unicode(item, f"{key!r} path {short(item)}", fail)
+        if "\0" in item:
+            fail(f"{key!r} path {short(item)} holds a NUL character")
     return items
 
 
@@ -158,18 +211,18 @@ def parse_record(
         RecordError: the record breaks a rule in the module docstring.
     """
     source = str(source)
-    record_id = None
-    if isinstance(raw, dict) and raw.get("id") is not None:
-        record_id = str(raw["id"])
+    record_id = raw_record_id(raw)
 
     def fail(problem: str):
         raise RecordError(f"{_where(source, index, line, record_id)}: {problem}")
 
     if not isinstance(raw, dict):
         fail(f"record is a {type(raw).__name__}, expected a JSON object")
+    if raw.get("id") is not None and record_id is None:
+        fail(f"'id' is a {type(raw['id']).__name__} ({short(raw['id'])}), expected a string or an integer")
     conversations = raw.get("conversations")
     if conversations is None:
-        fail(f"no 'conversations'; keys: {sorted(raw)}")
+        fail(f"no 'conversations'; keys: {short(sorted(raw))}")
     if not isinstance(conversations, list):
         fail(f"'conversations' is a {type(conversations).__name__}, expected a list")
     if not conversations:
@@ -230,6 +283,65 @@ def _record_format(path: Path) -> str:
     return suffix[1:]
 
 
+def _decode(data: bytes, path: Path, line: int | None) -> str:
+    """`data` as UTF-8 text (a leading BOM dropped); RecordError naming the line and byte when it is not."""
+    if line is None and data.startswith(_UTF8_BOM):
+        data = b" " * len(_UTF8_BOM) + data[len(_UTF8_BOM):]  # keeps byte offsets; JSON skips spaces
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if line is None:
+            line_number = data.count(b"\n", 0, error.start) + 1
+            column = error.start - (data.rfind(b"\n", 0, error.start) + 1)
+            place = f"{path}: line {line_number}, byte {column + 1} (file byte {error.start})"
+        else:
+            place = f"{path}:{line}: byte {error.start + 1}"
+        raise RecordError(f"{place}: not valid UTF-8 ({error.reason}: {data[error.start:error.end]!r})") from None
+
+
+def _deepest(text: str) -> tuple[int, int]:
+    """(deepest bracket nesting, 1-based line where it is first reached) of JSON `text`."""
+    depth = deepest = 0
+    at = 0
+    for match in _JSON_NESTING.finditer(text):
+        bracket = match.group()
+        if bracket in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, match.start()
+        elif bracket in "]}":
+            depth -= 1
+    return deepest, text.count("\n", 0, at) + 1
+
+
+def _parse_json(text: str, path: Path, line: int | None) -> Any:
+    """`json.loads(text)`, with every failure a RecordError naming `path` and the line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        if line is None:
+            raise RecordError(f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+        raise RecordError(f"{path}:{line}: invalid JSON at column {error.colno}: {error.msg}") from None
+    except RecursionError:
+        depth, deep_line = _deepest(text)
+        place = f"{path}: line {deep_line}" if line is None else f"{path}:{line}"
+        raise RecordError(f"{place}: JSON nested {depth} levels deep, too deep to parse") from None
+    except ValueError as error:
+        # json turns long digit strings into int and Python refuses beyond 4300 digits.
+        place = f"{path}" if line is None else f"{path}:{line}"
+        raise RecordError(f"{place}: unreadable JSON value: {error}") from None
+
+
+def _jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(1-based number, bytes) of every non-blank line; split on \\n only, blank = ASCII whitespace only."""
+    with path.open("rb") as handle:
+        for number, data in enumerate(handle, start=1):
+            if number == 1 and data.startswith(_UTF8_BOM):
+                data = b" " * len(_UTF8_BOM) + data[len(_UTF8_BOM):]  # keeps byte offsets
+            if data.strip():
+                yield number, data
+
+
 def iter_raw_records(path: str | os.PathLike) -> Iterator[tuple[int, int | None, Any]]:
     """Yield ``(index, line, raw)`` for every record of a ``.json`` list or ``.jsonl`` file.
 
@@ -238,33 +350,22 @@ def iter_raw_records(path: str | os.PathLike) -> Iterator[tuple[int, int | None,
 
     Raises:
         FileNotFoundError: `path` does not exist (the message names it).
-        RecordError: bad JSON (with the line), or a ``.json`` file that is not a list.
+        RecordError: a file that is not UTF-8 or not JSON, or nests too deep (with the line),
+            or a ``.json`` file that is not a list.
     """
     path = Path(path)
     kind = _record_format(path)
     if not path.is_file():
         raise FileNotFoundError(f"record file not found: {path}")
-    with path.open("r", encoding="utf-8") as handle:
-        if kind == "json":
-            try:
-                data = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise RecordError(f"{path}: invalid JSON at line {error.lineno}: {error.msg}") from error
-            if not isinstance(data, list):
-                raise RecordError(f"{path}: expected a JSON list of records, got a {type(data).__name__}")
-            for index, raw in enumerate(data):
-                yield index, None, raw
-            return
-        index = 0
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                raw = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise RecordError(f"{path}:{number}: invalid JSON: {error.msg}") from error
-            yield index, number, raw
-            index += 1
+    if kind == "json":
+        data = _parse_json(_decode(path.read_bytes(), path, None), path, None)
+        if not isinstance(data, list):
+            raise RecordError(f"{path}: expected a JSON list of records, got a {type(data).__name__}")
+        for index, raw in enumerate(data):
+            yield index, None, raw
+        return
+    for index, (number, data) in enumerate(_jsonl_lines(path)):
+        yield index, number, _parse_json(_decode(data, path, number), path, number)
 
 
 def count_records(path: str | os.PathLike) -> int:
@@ -274,8 +375,7 @@ def count_records(path: str | os.PathLike) -> int:
         return sum(1 for _ in iter_raw_records(path))
     if not path.is_file():
         raise FileNotFoundError(f"record file not found: {path}")
-    with path.open("rb") as handle:
-        return sum(1 for text in handle if text.strip())
+    return sum(1 for _ in _jsonl_lines(path))
 
 
 def load_records(path: str | os.PathLike, media_root: str | os.PathLike | None = None) -> list[Record]:
