@@ -13,7 +13,11 @@ Entry points:
   ``BROKEN_IMAGES``, ``BROKEN_VIDEOS``);
 * single writers with keyword arguments: ``make_image``, ``make_video``, ``make_frame_folder``,
   ``make_audio_only``, ``make_cmyk_jpeg``, ``make_16bit_png``, ``make_palette_png``,
-  ``make_animated_gif``, ``make_exif_rotated_jpeg``.
+  ``make_animated_gif``, ``make_exif_rotated_jpeg``;
+* hostile inputs: ``truncate`` (a copy cut at a fraction), ``make_forged_frame_count_mp4``
+  (a 4-byte edit of the sample table), ``make_mjpeg`` (frames of any size, fast: one JPEG
+  muxed many times), ``make_video_with_audio`` and ``non_utf8_copy`` (a copy whose file
+  name is not UTF-8).
 
 Odd frame sizes: H.264 in 4:2:0 needs even width and height, so ``make_video`` switches to
 4:4:4 (``yuv444p``, High 4:4:4 profile) when a size is odd and no pixel format is given.
@@ -21,6 +25,7 @@ Odd frame sizes: H.264 in 4:2:0 needs even width and height, so ``make_video`` s
 
 from __future__ import annotations
 
+import io
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -193,6 +198,7 @@ def make_video(
     bframes: int | None = None,
     faststart: bool = False,
     noise: bool = False,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """A video whose frame ``i`` shows :func:`frame_pixels` ``(i, width, height)``.
 
@@ -209,6 +215,7 @@ def make_video(
             None: the encoder's default.
         faststart: MP4 only, put the 'moov' index before the data.
         noise: add random noise to every frame (big packets, for truncation tests).
+        metadata: tags on the video stream (Matroska keeps them, e.g. NUMBER_OF_FRAMES).
     """
     path = Path(path)
     encoder = _ENCODERS.get(codec, codec)
@@ -223,6 +230,7 @@ def make_video(
     ) as out:
         stream = out.add_stream(encoder, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.metadata.update(metadata or {})
         stream_options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"} if gop else {}
         if bframes is not None:
             stream_options["bf"] = str(bframes)
@@ -374,3 +382,91 @@ def _truncate(source: Path, target: Path, keep: float) -> Path:
     data = source.read_bytes()
     target.write_bytes(data[: int(len(data) * keep)])
     return target
+
+
+# ----------------------------------------------------------------------------- hostile
+
+
+def truncate(source: PathLike, target: PathLike, keep: float) -> Path:
+    """A copy of ``source`` holding its first ``keep`` fraction of bytes."""
+    return _truncate(Path(source), Path(target), keep)
+
+
+def make_forged_frame_count_mp4(path: PathLike, *, claimed: int = 2**31, frames: int = 12) -> Path:
+    """A valid ``frames``-frame MP4 whose 'stts' (one entry: ``frames`` samples of one
+    duration) is edited to claim ``claimed`` samples (4 bytes), which FFmpeg reports as the
+    frame count. The track's duration in 'mdhd' is left alone."""
+    path = Path(path)
+    make_video(path, frames=frames, fps=10)
+    data = bytearray(path.read_bytes())
+    stts = data.find(b"stts")
+    # box: size(4) 'stts' version+flags(4) entry_count(4) then (sample_count, delta) pairs
+    assert stts > 0 and int.from_bytes(data[stts + 8 : stts + 12], "big") == 1
+    data[stts + 12 : stts + 16] = claimed.to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def make_mjpeg(
+    path: PathLike, *, width: int, height: int, frames: int = 24, fps: int = 24
+) -> Path:
+    """An MJPEG video (container from the suffix: .mkv or .avi) of ``frames`` identical
+    ``width`` x ``height`` frames showing ``frame_color(0)``. One JPEG is encoded and muxed
+    ``frames`` times, so even 8192x8192 takes seconds; a solid colour keeps the file small."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), frame_color(0)).save(buffer, "JPEG", quality=90)
+    jpeg = buffer.getvalue()
+    rate = Fraction(fps)
+    with av.open(str(path), "w", format=_CONTAINERS.get(path.suffix.lower())) as out:
+        stream = out.add_stream("mjpeg", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuvj420p"
+        for index in range(frames):
+            packet = av.Packet(jpeg)
+            packet.stream, packet.time_base = stream, 1 / rate
+            packet.pts = packet.dts = index
+            packet.is_keyframe = True
+            out.mux(packet)
+    return path
+
+
+def make_video_with_audio(
+    path: PathLike, *, frames: int = 10, fps: int = 10, audio_seconds: float = 2.0
+) -> Path:
+    """A Matroska/WebM/MP4 file with an H.264 (VP9 for .webm) video of ``frames`` frames and
+    an audio track of ``audio_seconds`` (Opus for .webm, else AAC), which may outlast the video."""
+    path = Path(path)
+    webm = path.suffix.lower() == ".webm"
+    rate = Fraction(fps)
+    with av.open(str(path), "w", format=_CONTAINERS.get(path.suffix.lower())) as out:
+        video = out.add_stream("libvpx-vp9" if webm else "libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        if webm:
+            video.options = {"deadline": "realtime", "cpu-used": "8"}
+        sample_rate = 48000
+        audio = out.add_stream("libopus" if webm else "aac", rate=sample_rate)
+        audio.layout = "mono"
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(frame_pixels(index, 64, 48), format="rgb24")
+            frame.pts, frame.time_base = index, 1 / rate
+            out.mux(video.encode(frame))
+        out.mux(video.encode())
+        total, chunk = int(audio_seconds * sample_rate), 960
+        for start in range(0, total, chunk):
+            data = np.zeros((1, chunk), np.float32)
+            frame = av.AudioFrame.from_ndarray(data, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = sample_rate, start
+            out.mux(audio.encode(frame))
+        out.mux(audio.encode())
+    return path
+
+
+def non_utf8_copy(source: PathLike, folder: PathLike, suffix: str | None = None) -> str:
+    """A copy of ``source`` in ``folder`` whose name holds the bytes 0xFF 0xFE (not UTF-8);
+    returned as Python spells such a name, with surrogate escapes."""
+    source = Path(source)
+    name = b"clip-\xff\xfe" + (suffix or source.suffix).encode()
+    target = os.path.join(os.fsencode(os.fspath(folder)), name)
+    with open(target, "wb") as handle:
+        handle.write(source.read_bytes())
+    return os.fsdecode(target)

@@ -3,10 +3,12 @@
 decord reads its own frame index on open and seeks to the keyframe before each requested
 frame in ``get_batch``; with ``width``/``height`` set, its FFmpeg filter graph scales frames
 before the RGB conversion. decord aborts or hangs on some inputs it does not understand, so
-the file is first opened with PyAV (:func:`~onevision.data.media.probe.open_video`): only
-files with a video stream FFmpeg can decode, and a frame size, reach decord. decord's own
-errors (``DECORDError``, and the RuntimeError it raises when opening fails) become
-:class:`MediaError`.
+the file is first opened with PyAV (:func:`~onevision.data.media.probe.open_video`) and its
+packets checked against its header (:func:`~onevision.data.media.integrity.scan_packets`):
+only complete files with a video stream FFmpeg can decode, and a frame size, reach decord.
+decord's own errors (``DECORDError``, the RuntimeError it raises when opening fails, the
+UnicodeEncodeError it raises on a file name that is not UTF-8) and running out of memory
+become :class:`MediaError`, which ``load_video`` answers by decoding with PyAV instead.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import re
 import numpy as np
 
 from onevision.data.media.errors import MediaError
-from onevision.data.media.probe import open_video, video_stream
-from onevision.data.media.resize import output_size
+from onevision.data.media.integrity import scan_packets
+from onevision.data.media.probe import open_video, stream_fps, video_stream
+from onevision.data.media.resize import MAX_FRAME_PIXELS, Size, bounded_output_size
 
 try:
     import decord
@@ -33,7 +36,7 @@ DECORD_AVAILABLE = decord is not None
 UNSUPPORTED_WIDTHS = frozenset({2, 3, 4, 6, 8, 12, 16, 24, 48, 72})
 
 _DECORD_ERRORS: tuple[type[BaseException], ...] = (
-    (decord.DECORDError, RuntimeError) if decord is not None else (RuntimeError,)
+    (decord.DECORDError, RuntimeError, ValueError) if decord is not None else (RuntimeError,)
 )
 
 
@@ -44,22 +47,32 @@ class DecordReader:
         path: the video file.
         size: output frame size: None (as stored), an int (longest side, never upscaled) or
             (width, height).
+        max_pixels: ceiling on width x height of the output frames (None: none).
 
     Raises:
-        MediaError: not a decodable video (PyAV's verdict), or decord fails to open it.
+        MediaError: not a decodable or a truncated video (PyAV's verdict), output frames
+            above ``max_pixels``, or decord fails to open it.
         RuntimeError: decord is not installed.
     """
 
     name = "decord"
 
-    def __init__(self, path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, size: Size = None, max_pixels: int | None = MAX_FRAME_PIXELS
+    ) -> None:
         if decord is None:
             raise RuntimeError("decord is not installed; use backend='pyav'")
         self.path = os.fspath(path)
         with open_video(self.path) as container:
-            codec = video_stream(container).codec_context
+            stream = video_stream(container)
+            codec = stream.codec_context
             self.width, self.height = codec.width, codec.height
-        self.out_size = output_size(self.width, self.height, size)
+            self.out_size = bounded_output_size(self.path, self.width, self.height, size, max_pixels)
+            scan_packets(self.path, container, stream, stream_fps(self.path, stream))
+        try:
+            self.path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MediaError(self.path, "decord cannot open a file name that is not UTF-8") from None
         if self.out_size[0] in UNSUPPORTED_WIDTHS:
             raise MediaError(
                 self.path,
@@ -80,6 +93,8 @@ class DecordReader:
             raise MediaError(
                 self.path, f"decord cannot open the video: {_first_line(error)}"
             ) from error
+        except MemoryError:
+            raise MediaError(self.path, "decord ran out of memory opening the video") from None
         if self.num_frames <= 0 or self.fps <= 0:
             raise MediaError(
                 self.path, f"decord reports {self.num_frames} frames at {self.fps} fps"
@@ -108,6 +123,11 @@ class DecordReader:
             raise MediaError(
                 self.path, f"decord failed to decode frames: {_first_line(error)}"
             ) from error
+        except MemoryError:
+            width, height = self.out_size
+            raise MediaError(
+                self.path, f"decord ran out of memory decoding {len(indices)} frames at {width}x{height}"
+            ) from None
         return frames
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from onevision.data.media.errors import MediaError
 from onevision.data.media.image import image_size, load_image
-from onevision.data.media.resize import Size, output_size
+from onevision.data.media.resize import MAX_FRAME_PIXELS, Size, bounded_output_size
 from onevision.data.media.sampling import frame_timestamps
 
 FRAME_FOLDER_FPS = 1.0
@@ -51,15 +51,21 @@ class FrameFolderReader:
         size: output frame size: None (as stored), an int (longest side, never upscaled) or
             (width, height).
         fps: the frame rate the frames were extracted at.
+        max_pixels: ceiling on width x height of the output frames (None: none).
 
     Raises:
-        MediaError: no frame images, or the first frame's header is unreadable.
+        MediaError: no frame images, the first frame's header is unreadable, or output
+            frames above ``max_pixels``.
     """
 
     name = "frames"
 
     def __init__(
-        self, folder: str | os.PathLike, size: Size = None, fps: float = FRAME_FOLDER_FPS
+        self,
+        folder: str | os.PathLike,
+        size: Size = None,
+        fps: float = FRAME_FOLDER_FPS,
+        max_pixels: int | None = MAX_FRAME_PIXELS,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"frame folder fps must be positive, got {fps}")
@@ -68,7 +74,7 @@ class FrameFolderReader:
         self.num_frames = len(self.frames)
         self.fps = float(fps)
         self.width, self.height = image_size(self.frames[0])
-        self.out_size = output_size(self.width, self.height, size)
+        self.out_size = bounded_output_size(self.path, self.width, self.height, size, max_pixels)
         self._resize = size is not None
 
     def __enter__(self) -> FrameFolderReader:

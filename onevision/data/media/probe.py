@@ -6,9 +6,10 @@ only files that PyAV has opened and found a decodable video stream in, because d
 crash the process or hang on inputs it does not understand (it aborts inside FFmpeg filter
 setup on a non-video file, for example).
 
-Numbers: ``num_frames`` is the container's frame count when its header has one (MP4/MOV),
-otherwise the number of video packets, counted by demuxing without decoding (Matroska/WebM
-headers carry no count). ``fps`` is the stream's average frame rate. ``duration`` is
+Numbers: ``num_frames`` is the container's frame count when its header has one (MP4/MOV/AVI),
+after :func:`~onevision.data.media.integrity.check_header` has found it possible; otherwise the
+number of video packets, counted by demuxing without decoding (Matroska/WebM headers carry
+no count), which also checks the packets reach the declared duration. ``fps`` is the stream's average frame rate. ``duration`` is
 ``num_frames / fps``, the span the frames cover, as LLaVA-NeXT computes it. ``width`` and
 ``height`` are the coded frame size (rotation metadata in phone videos is not applied, by
 decord or here). A folder of frames (see :mod:`onevision.data.media.frame_folder`) is
@@ -24,6 +25,7 @@ import av
 
 from onevision.data.media.errors import MediaError, check_readable_file, describe_head
 from onevision.data.media.frame_folder import FRAME_FOLDER_FPS, FrameFolderReader
+from onevision.data.media.integrity import check_header, scan_packets
 
 # Demuxers that read single still images; a video loader handed one of these has been given an
 # image (or a file whose name claims an image format).
@@ -49,15 +51,17 @@ def video_info(path: str | os.PathLike, *, frame_folder_fps: float = FRAME_FOLDE
     """Frame count, fps, duration, width and height of a video file or frame folder.
 
     Reads the container header (and, for formats without a frame count in the header, the
-    packet headers); decodes no frames. It validates the container and stream but not the
-    payload: a file truncated after a complete header is caught by ``load_video``.
+    packet headers); decodes no frames. It validates the container, the stream and the
+    header's numbers; a Matroska/WebM file cut short is caught here, an MP4 cut after a
+    complete header by ``load_video`` (which demuxes every file it decodes).
 
     Raises:
         MediaError: missing or empty file, not a container FFmpeg can open, an image or
-            audio-only file, no decoder for the codec, or no usable frame rate.
+            audio-only file, no decoder for the codec, no usable frame rate, an impossible
+            frame count, or (formats without a count) packets short of the declared duration.
     """
     if os.path.isdir(path):
-        folder = FrameFolderReader(path, fps=frame_folder_fps)
+        folder = FrameFolderReader(path, fps=frame_folder_fps, max_pixels=None)
         return VideoInfo(
             folder.num_frames,
             folder.fps,
@@ -67,10 +71,10 @@ def video_info(path: str | os.PathLike, *, frame_folder_fps: float = FRAME_FOLDE
         )
     with open_video(path) as container:
         stream = video_stream(container)
-        num_frames = stream.frames or count_packets(container, stream)
-        if num_frames <= 0:
-            raise MediaError(path, "video stream holds no frames")
         fps = stream_fps(path, stream)
+        num_frames = check_header(path, container, stream, fps)
+        if not num_frames:
+            num_frames = scan_packets(path, container, stream, fps).count
         codec = stream.codec_context
         return VideoInfo(num_frames, fps, num_frames / fps, codec.width, codec.height)
 
@@ -110,17 +114,6 @@ def stream_fps(path: str | os.PathLike, stream: av.video.stream.VideoStream) -> 
     if not rate or rate <= 0:
         raise MediaError(path, "video stream has no frame rate in its header")
     return float(rate)
-
-
-def count_packets(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream
-) -> int:
-    """Number of video packets (one per frame), counted by demuxing without decoding."""
-    count = 0
-    for packet in container.demux(stream):
-        if packet.size:
-            count += 1
-    return count
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:

@@ -27,8 +27,9 @@ import av
 import numpy as np
 
 from onevision.data.media.errors import MediaError
+from onevision.data.media.integrity import scan_packets
 from onevision.data.media.probe import open_video, stream_fps, video_stream
-from onevision.data.media.resize import output_size
+from onevision.data.media.resize import MAX_FRAME_PIXELS, Size, bounded_output_size
 from onevision.data.media.sampling import frame_timestamps
 
 THREAD_TYPE = "SLICE"
@@ -45,15 +46,19 @@ class PyAVReader:
         path: the video file.
         size: output frame size: None (as stored), an int (longest side, never upscaled) or
             (width, height).
+        max_pixels: ceiling on width x height of the output frames (None: none).
 
     Raises:
-        MediaError: not a decodable video, or fewer packets than the header promises
-            (a truncated file).
+        MediaError: not a decodable video, output frames above ``max_pixels``, or fewer
+            packets than the header declares (a truncated file; see
+            :mod:`~onevision.data.media.integrity`).
     """
 
     name = "pyav"
 
-    def __init__(self, path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, size: Size = None, max_pixels: int | None = MAX_FRAME_PIXELS
+    ) -> None:
         self.path = os.fspath(path)
         self._container = open_video(self.path)
         try:
@@ -62,7 +67,7 @@ class PyAVReader:
             self.fps = stream_fps(self.path, self._stream)
             codec = self._stream.codec_context
             self.width, self.height = codec.width, codec.height
-            self.out_size = output_size(self.width, self.height, size)
+            self.out_size = bounded_output_size(self.path, self.width, self.height, size, max_pixels)
             self._index_packets()
         except BaseException:
             self._container.close()
@@ -86,53 +91,54 @@ class PyAVReader:
         return [round(float((self._pts[index] - start) * self._time_base), 6) for index in indices]
 
     def read(self, indices: list[int]) -> np.ndarray:
-        """Decode the frames at ``indices`` (any order, repeats allowed): uint8 [F, H, W, 3]."""
+        """Decode the frames at ``indices`` (any order, repeats allowed): uint8 [F, H, W, 3].
+
+        The output array is allocated once, up front, and each decoded frame is converted
+        straight into its slot: peak memory is the output plus one frame.
+
+        Raises:
+            MediaError: the decoder fails, a frame is missing, or memory runs out.
+        """
         wanted = sorted(set(indices))
         if wanted and not 0 <= wanted[0] <= wanted[-1] < self.num_frames:
             raise IndexError(
                 f"{self.path}: frame indices {wanted[0]}..{wanted[-1]} outside 0..{self.num_frames - 1}"
             )
+        width, height = self.out_size
         decoded: dict[int, np.ndarray] = {}
         try:
+            self._out = np.empty((len(indices), height, width, 3), dtype=np.uint8)
+            self._slot = {index: slot for slot, index in reversed(list(enumerate(indices)))}
             if self._pts is None:
                 self._decode_run(None, wanted, decoded)
             else:
                 for keyframe, run in self._plan_runs(wanted):
                     self._decode_run(keyframe, run, decoded)
-        except av.FFmpegError as error:
-            raise MediaError(self.path, f"decoding failed: {error}") from error
-        return np.stack([decoded[index] for index in indices])
+        except _DECODE_ERRORS as error:
+            raise MediaError(self.path, f"decoding failed: {_describe(error)}") from error
+        except MemoryError:
+            raise MediaError(
+                self.path, f"out of memory decoding {len(indices)} frames at {width}x{height}"
+            ) from None
+        out, self._out = self._out, None
+        for slot, index in enumerate(indices):
+            if self._slot[index] != slot:
+                out[slot] = out[self._slot[index]]
+        return out
 
     def _index_packets(self) -> None:
-        """Demux all video packets: frame pts in display order and keyframe positions."""
-        pts: list[int] = []
-        keyframe_pts: list[int] = []
-        count = 0
-        for packet in self._container.demux(self._stream):
-            if not packet.size:
-                continue
-            count += 1
-            if packet.pts is not None:
-                pts.append(packet.pts)
-                if packet.is_keyframe:
-                    keyframe_pts.append(packet.pts)
-        promised = self._stream.frames
-        if count == 0:
-            raise MediaError(self.path, "video stream holds no frames")
-        if promised and count < promised:
-            raise MediaError(
-                self.path,
-                f"truncated: the header lists {promised} frames but only {count} are present",
-            )
-        self.num_frames = count
+        """Demux all packets: frame pts in display order and keyframe positions (checking the
+        file holds the frames and the duration its header declares)."""
+        index = scan_packets(self.path, self._container, self._stream, self.fps)
+        self.num_frames = index.count
         self._time_base: Fraction = self._stream.time_base or Fraction(1, 1)
-        if len(pts) < count:
+        if index.pts is None:
             self._pts = None
             return
-        pts.sort()
+        pts = sorted(index.pts)
         self._pts = pts
         self._position = {value: position for position, value in enumerate(pts)}
-        self._keyframes = sorted(self._position[value] for value in keyframe_pts) or [0]
+        self._keyframes = sorted(self._position[value] for value in index.keyframe_pts) or [0]
 
     def _plan_runs(self, wanted: list[int]) -> list[tuple[int, list[int]]]:
         """Group wanted frames into (keyframe to seek to, frames decoded after it) runs."""
@@ -181,7 +187,7 @@ class PyAVReader:
                 return None
             reached = position
             if position in targets:
-                decoded[position] = self._to_rgb(frame)
+                decoded[position] = self._to_rgb(frame, self._out[self._slot[position]])
             if position >= run[-1]:
                 break
         return reached
@@ -224,8 +230,22 @@ class PyAVReader:
             position = min(bisect.bisect_left(self._pts, frame.pts), self.num_frames - 1)
         return position
 
-    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+    def _to_rgb(self, frame: av.VideoFrame, slot: np.ndarray) -> np.ndarray:
+        """Convert ``frame`` to RGB at the output size (swscale scales and converts in one
+        pass, so no full-size RGB frame is ever made) into ``slot``; returns ``slot``."""
         width, height = self.out_size
         if (width, height) == (frame.width, frame.height):
-            return frame.to_ndarray(format="rgb24")
-        return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+            slot[...] = frame.to_ndarray(format="rgb24")
+        else:
+            slot[...] = frame.to_ndarray(
+                format="rgb24", width=width, height=height, interpolation="AREA"
+            )
+        return slot
+
+
+# What PyAV raises on data it cannot decode or convert, besides MemoryError.
+_DECODE_ERRORS = (av.FFmpegError, ValueError)
+
+
+def _describe(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -1,11 +1,24 @@
-"""The frame size a video is decoded at, from the caller's ``size`` request.
+"""The frame size a video is decoded at, from the caller's ``size`` request, and its ceiling.
 
 The model resizes every video frame straight to 384x384, so decoding a 1080p clip at full
 size only to shrink it later wastes the RGB conversion and the memory. Both backends scale
-inside FFmpeg (decord's filter graph, PyAV's swscale) to the size computed here.
+inside FFmpeg (decord's filter graph, PyAV's swscale) to the size computed here; only the
+decoder's own frame buffer (one frame, in YUV) is ever full size.
+
+The size frames come out at is checked against a pixel ceiling *before* anything is decoded:
+a header claiming 8192x8192 (24 MJPEG frames of that size fit in 25 MB) would otherwise cost
+200 MB of RGB per sampled frame, 6.4 GB for 32 frames.
 """
 
 from __future__ import annotations
+
+import os
+
+from onevision.data.media.errors import MediaError
+
+MAX_FRAME_PIXELS = 4096 * 4096
+"""Default ceiling on width x height of one returned frame: DCI 4K (4096x2160) passes at full
+size, 8K needs a ``size`` request. 32 frames at the ceiling take 1.6 GB."""
 
 Size = int | tuple[int, int] | None
 """None: as stored; int: longest side at most this many pixels (aspect kept, never upscaled);
@@ -32,3 +45,19 @@ def output_size(width: int, height: int, size: Size) -> tuple[int, int]:
     if out_width <= 0 or out_height <= 0:
         raise ValueError(f"output size must be positive, got {out_width}x{out_height}")
     return int(out_width), int(out_height)
+
+
+def bounded_output_size(
+    path: str | os.PathLike, width: int, height: int, size: Size, max_pixels: int | None
+) -> tuple[int, int]:
+    """:func:`output_size`, refused with MediaError when it exceeds ``max_pixels`` per frame
+    (None: no ceiling, for callers that only describe the video)."""
+    out_width, out_height = output_size(width, height, size)
+    if max_pixels is not None and out_width * out_height > max_pixels:
+        raise MediaError(
+            path,
+            f"frames would be decoded at {out_width}x{out_height} = {out_width * out_height} "
+            f"pixels, above the ceiling of {max_pixels} pixels per frame (stored {width}x{height}; "
+            f"request a smaller size)",
+        )
+    return out_width, out_height

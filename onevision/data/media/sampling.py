@@ -19,6 +19,9 @@ Where this departs from the reference, on purpose:
   of 0 there and crash; here the step is at least 1, so every frame is taken.
 * ``num_frames`` asks for a uniform count explicitly. A clip with fewer frames gives all of
   them, each once: repeating frames adds tokens but no information.
+* Indices are computed arithmetically: the list built is as long as the result, which the
+  request bounds (``num_frames``, ``frames_upbound``, ``MAX_SAMPLED_FRAMES``), never as long
+  as the clip's frame count, which comes from a header a broken file can forge.
 * ``force_sample`` on a clip shorter than ``frames_upbound`` repeats frames (linspace over fewer
   indices than requested), exactly like the reference: its purpose is a fixed frame count,
   hence a fixed number of visual tokens per video.
@@ -34,6 +37,11 @@ import numpy as np
 
 DEFAULT_SAMPLE_FPS = 1.0
 """Target fps used when neither ``num_frames`` nor ``fps`` is given (LLaVA-NeXT's ``video_fps``)."""
+
+
+MAX_SAMPLED_FRAMES = 100_000
+"""Most frames one call may return: the list is sized by the sampling request or this,
+never by the clip's (possibly forged) frame count."""
 
 
 def sample_frame_indices(
@@ -59,10 +67,14 @@ def sample_frame_indices(
             the clip is shorter).
 
     Raises:
-        ValueError: inconsistent arguments or an empty clip.
+        ValueError: inconsistent arguments, an empty clip, or uncapped fps sampling (or
+            ``num_frames``/``frames_upbound``) above ``MAX_SAMPLED_FRAMES``.
     """
     if total_frames <= 0:
         raise ValueError(f"cannot sample from a clip of {total_frames} frames")
+    for name, value in (("num_frames", num_frames), ("frames_upbound", frames_upbound)):
+        if value is not None and value > MAX_SAMPLED_FRAMES:
+            raise ValueError(f"{name}={value} is above the limit of {MAX_SAMPLED_FRAMES} frames")
     if num_frames is not None and fps is not None:
         raise ValueError(f"give num_frames ({num_frames}) or fps ({fps}), not both")
     if force_sample:
@@ -79,10 +91,15 @@ def sample_frame_indices(
             f"fps sampling needs positive rates, got fps={fps}, source_fps={source_fps}"
         )
     step = max(1, round(source_fps / fps))
-    indices = list(range(0, total_frames, step))
-    if 0 < frames_upbound < len(indices):
+    count = -(-total_frames // step)  # len(range(0, total_frames, step)), without building it
+    if 0 < frames_upbound < count:
         return _uniform(total_frames, frames_upbound)
-    return indices
+    if count > MAX_SAMPLED_FRAMES:
+        raise ValueError(
+            f"fps sampling without a cap would take {count} of {total_frames} frames, more "
+            f"than {MAX_SAMPLED_FRAMES}; set frames_upbound"
+        )
+    return list(range(0, total_frames, step))
 
 
 def frame_timestamps(indices: list[int], source_fps: float) -> list[float]:

@@ -9,9 +9,9 @@ decodes only those, optionally at a reduced size, through one of two backends:
 * ``"decord"``: decord's ``VideoReader`` with FFmpeg-side scaling, after PyAV has checked
   the file (decord crashes or hangs on some broken inputs: see
   :mod:`onevision.data.media.decord_reader`). When decord fails on a file PyAV accepted
-  (decord 0.6 has bugs on valid files, and reports truncation less clearly), the PyAV
-  reader decodes it, or raises the definitive MediaError; ``VideoClip.backend`` says which
-  one decoded;
+  (decord 0.6 has bugs on valid files, cannot open file names that are not UTF-8, and
+  reports truncation less clearly) or runs out of memory, the PyAV reader decodes it, or
+  raises the definitive MediaError; ``VideoClip.backend`` says which one decoded;
 * ``"auto"``: PyAV. Measured with ``scripts/bench_video_decode.py`` it is the faster of the
   two at every clip length and frame count tried (decord decodes every frame between a
   keyframe and the target; the PyAV reader skips the non-reference ones), and it raises
@@ -21,6 +21,11 @@ Both number frames the same way (display order) and report the container's prese
 times, so they return the same indices and timestamps for the same clip; at the stored size
 the pixels are identical (same FFmpeg decoder and colour conversion), at a reduced size they
 differ slightly at edges (decord scales bicubic, the PyAV reader area-averages).
+
+Memory is bounded before anything is allocated: the container's header is checked against
+its packets (:mod:`~onevision.data.media.integrity`), sampling is arithmetic on the frame
+count, each returned frame is at most ``max_frame_pixels`` (decoded straight to the requested
+``size``, never full size first), and the whole clip at most ``MAX_CLIP_BYTES``.
 """
 
 from __future__ import annotations
@@ -35,11 +40,14 @@ from onevision.data.media.decord_reader import DecordReader
 from onevision.data.media.errors import MediaError
 from onevision.data.media.frame_folder import FRAME_FOLDER_FPS, FrameFolderReader
 from onevision.data.media.pyav_reader import PyAVReader
-from onevision.data.media.resize import Size
+from onevision.data.media.resize import MAX_FRAME_PIXELS, Size
 from onevision.data.media.sampling import sample_frame_indices
 
 VideoBackend = Literal["auto", "decord", "pyav"]
 BACKENDS = ("auto", "decord", "pyav")
+
+MAX_CLIP_BYTES = 4 << 30
+"""Ceiling on the RGB frames of one clip (F x H x W x 3 bytes), checked before decoding."""
 
 
 @dataclass
@@ -77,6 +85,7 @@ def load_video(
     backend: VideoBackend = "auto",
     size: Size = None,
     frame_folder_fps: float = FRAME_FOLDER_FPS,
+    max_frame_pixels: int = MAX_FRAME_PIXELS,
 ) -> VideoClip:
     """Decode the sampled frames of a video file, or of a folder of frame images.
 
@@ -94,13 +103,15 @@ def load_video(
         size: decode at a reduced size: an int caps the longest side (aspect kept, never
             upscaled), (width, height) sets it exactly; None keeps the stored size.
         frame_folder_fps: frame rate assumed for a folder of frames.
+        max_frame_pixels: ceiling on width x height of each returned frame (after ``size``).
 
     Returns:
         VideoClip with frames uint8 [F, H, W, 3].
 
     Raises:
         MediaError: the file is missing, empty, truncated, not a video, has no video stream,
-            or cannot be decoded; the message names the file and the cause.
+            declares impossible numbers, needs frames or a clip above the memory ceilings, or
+            cannot be decoded; the message names the file and the cause.
         ValueError: inconsistent sampling arguments or an unknown backend.
     """
     if backend not in BACKENDS:
@@ -112,20 +123,28 @@ def load_video(
         "force_sample": force_sample,
     }
     if os.path.isdir(path):
-        with FrameFolderReader(path, size, frame_folder_fps) as reader:
+        with FrameFolderReader(path, size, frame_folder_fps, max_frame_pixels) as reader:
             return _sample(reader, sampling)
     if backend == "decord":
         try:
-            with DecordReader(path, size) as reader:
+            with DecordReader(path, size, max_frame_pixels) as reader:
                 return _sample(reader, sampling)
         except MediaError:
             pass  # PyAV below decodes the file or raises the definitive error
-    with PyAVReader(path, size) as reader:
+    with PyAVReader(path, size, max_frame_pixels) as reader:
         return _sample(reader, sampling)
 
 
 def _sample(reader: DecordReader | PyAVReader | FrameFolderReader, sampling: dict) -> VideoClip:
     indices = sample_frame_indices(reader.num_frames, reader.fps, **sampling)
+    width, height = reader.out_size
+    needed = len(indices) * width * height * 3
+    if needed > MAX_CLIP_BYTES:
+        raise MediaError(
+            reader.path,
+            f"{len(indices)} frames at {width}x{height} need {needed / 2**30:.1f} GiB, above the "
+            f"{MAX_CLIP_BYTES / 2**30:.0f} GiB ceiling per clip (sample fewer frames or a smaller size)",
+        )
     return VideoClip(
         frames=reader.read(indices),
         indices=indices,

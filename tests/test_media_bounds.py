@@ -1,0 +1,228 @@
+"""Hostile media: truncated containers, forged frame counts, huge frames, odd file names.
+
+Each class of attack either loads correctly within a stated memory bound or raises
+MediaError naming the file and the numbers involved; training skips such a sample and
+counts it. The memory bound is shown by loading in a subprocess whose address space is
+capped with ``RLIMIT_AS`` at 1 GiB above what the interpreter already maps after importing
+the loaders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+
+import pytest
+from media_factory import (
+    make_forged_frame_count_mp4,
+    make_image,
+    make_mjpeg,
+    make_video,
+    make_video_with_audio,
+    non_utf8_copy,
+    truncate,
+)
+
+from onevision.data.media import MediaError, image_size, load_image, load_video, sample_frame_indices, video_info
+from onevision.data.media import decord_reader
+
+BACKENDS = ("pyav", "decord")
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    """Complete 50-frame clips at 10 fps (noisy, so bytes spread evenly over the frames)."""
+    folder = tmp_path_factory.mktemp("whole")
+    return {
+        "mkv": make_video(folder / "v.mkv", frames=50, codec="mpeg4", noise=True),
+        "webm": make_video(folder / "v.webm", frames=50, codec="vp9", noise=True),
+        "mp4": make_video(folder / "v.mp4", frames=50, noise=True, faststart=True),
+    }
+
+
+# ----------------------------------------------------------------------------- truncation
+
+
+@pytest.mark.parametrize("container", ["mkv", "webm", "mp4"])
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.9])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_truncated_container_is_rejected_naming_both_numbers(whole, tmp_path, container, keep, backend):
+    path = truncate(whole[container], tmp_path / f"cut.{container}", keep)
+    if container == "mp4":
+        words = r"truncated: the header lists 50 frames but only \d+ are present"
+    else:
+        words = r"truncated: the header declares 5\.000 s but the packets end at [0-4]\.\d+ s"
+    with pytest.raises(MediaError, match=words) as caught:
+        load_video(path, num_frames=8, backend=backend)
+    assert caught.value.path == str(path)
+
+
+@pytest.mark.parametrize("container", ["mkv", "webm"])
+def test_truncated_matroska_is_rejected_at_planning(whole, tmp_path, container):
+    path = truncate(whole[container], tmp_path / f"cut.{container}", 0.6)
+    with pytest.raises(MediaError, match="truncated: the header declares 5.000 s"):
+        video_info(path)
+
+
+def test_one_frame_lost_at_the_end_is_caught(whole, tmp_path):
+    # Cut at 98% this WebM loses (part of) its last frame: 49 of 50 frames remain.
+    path = truncate(whole["webm"], tmp_path / "cut98.webm", 0.98)
+    with pytest.raises(MediaError, match=r"packets end at 4\.900 s \(49 video frames present"):
+        load_video(path, num_frames=8)
+
+
+@pytest.mark.parametrize("container", ["mkv", "webm", "mp4"])
+def test_complete_files_pass_even_when_the_soundtrack_outlasts_the_video(whole, tmp_path, container):
+    assert load_video(whole[container], num_frames=50).num_frames == 50
+    path = make_video_with_audio(tmp_path / f"av.{container}", frames=10, audio_seconds=3.0)
+    info = video_info(path)
+    assert (info.num_frames, info.fps) == (10, 10.0)
+    assert load_video(path, num_frames=10).indices == list(range(10))
+
+
+def test_matroska_frame_count_tag_is_checked(tmp_path):
+    path = make_video(tmp_path / "tagged.mkv", frames=20, metadata={"NUMBER_OF_FRAMES": "30"})
+    assert video_info(path).num_frames == 30  # the header's count, as for MP4
+    with pytest.raises(MediaError, match="header lists 30 frames but only 20 are present"):
+        load_video(path)
+
+
+# ----------------------------------------------------------------------------- forged counts
+
+
+def test_forged_frame_count_fails_at_planning_without_a_big_allocation(tmp_path):
+    path = make_forged_frame_count_mp4(tmp_path / "forged.mp4", claimed=2**31)
+    size = os.path.getsize(path)
+    tracemalloc.start()
+    with pytest.raises(MediaError, match=f"header declares {2**31} frames but the file holds only {size} bytes"):
+        video_info(path)
+    for backend in BACKENDS:
+        with pytest.raises(MediaError, match=f"{2**31} frames"):
+            load_video(path, num_frames=8, backend=backend)
+    assert tracemalloc.get_traced_memory()[1] < 2**20  # bytes; a list of 2^31 ints is 17 GB
+    tracemalloc.stop()
+
+
+def test_count_the_duration_cannot_hold_is_rejected(tmp_path):
+    # 1000 frames fit the file's bytes, but not its 1.2 s at 10 fps.
+    path = make_forged_frame_count_mp4(tmp_path / "forged.mp4", claimed=1000)
+    with pytest.raises(MediaError, match="header declares 1000 frames but its duration of 1.200 s at 10 fps holds about 12"):
+        video_info(path)
+
+
+@pytest.mark.parametrize("sampling", [
+    {"fps": 2.0, "frames_upbound": 32}, {"num_frames": 32}, {"force_sample": True, "frames_upbound": 64},
+])  # fmt: skip
+def test_sampling_a_huge_count_is_arithmetic(sampling):
+    sample_frame_indices(100, 30.0, **sampling)  # first call imports numpy internals
+    tracemalloc.start()
+    indices = sample_frame_indices(2**40, 30.0, **sampling)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert indices[0] == 0 and indices == sorted(indices) and indices[-1] < 2**40
+    assert len(indices) in (32, 64)
+    assert peak < 2**20, peak
+
+
+def test_uncapped_sampling_past_the_limit_is_refused():
+    with pytest.raises(ValueError, match="would take 2147483648 of 2147483648 frames"):
+        sample_frame_indices(2**31, 1.0, fps=1.0, frames_upbound=0)
+
+
+# ----------------------------------------------------------------------------- huge frames
+
+BOUNDED_LOAD = textwrap.dedent(
+    """
+    import json, resource, sys
+    from onevision.data.media import MediaError, load_video
+
+    def mapped():
+        with open("/proc/self/status") as status:
+            return {k: int(v.split()[0]) * 1024 for k, v in (l.split(":", 1) for l in status) if k in ("VmSize", "VmHWM")}
+
+    path, size, backend = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    baseline = mapped()
+    cap = baseline["VmSize"] + (1 << 30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    try:
+        clip = load_video(path, frames_upbound=32, force_sample=True, size=size, backend=backend)
+        result = {"shape": list(clip.frames.shape), "backend": clip.backend}
+    except MediaError as error:
+        result = {"error": str(error)}
+    result["rss_growth"] = mapped()["VmHWM"] - baseline["VmHWM"]
+    print(json.dumps(result))
+    """
+)
+
+
+def bounded_load(path, size, backend):
+    """load_video in a subprocess capped at 1 GiB of address space above its baseline."""
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # glibc reserves 64 MB per thread arena
+    done = subprocess.run(
+        [sys.executable, "-c", BOUNDED_LOAD, str(path), json.dumps(size), backend],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def huge(tmp_path_factory):
+    """24 MJPEG frames of 4096x4096: 32 sampled frames at full size would take 1.6 GB."""
+    return make_mjpeg(tmp_path_factory.mktemp("huge") / "huge.mkv", width=4096, height=4096, frames=24)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_frames_load_at_the_planned_size_within_the_memory_cap(huge, backend):
+    result = bounded_load(huge, 384, backend)
+    assert result.get("shape") == [32, 384, 384, 3], result
+    assert result["rss_growth"] < 1 << 30
+
+
+def test_huge_frames_at_full_size_run_out_of_memory_as_a_media_error(huge):
+    result = bounded_load(huge, None, "pyav")
+    assert "out of memory decoding 32 frames at 4096x4096" in result.get("error", ""), result
+
+
+def test_pixel_ceiling_refuses_before_decoding(huge):
+    with pytest.raises(MediaError, match="4096x4096 = 16777216 pixels, above the ceiling of 1000000 pixels"):
+        load_video(huge, num_frames=4, max_frame_pixels=1_000_000)
+    assert load_video(huge, num_frames=2, size=1000, max_frame_pixels=1_000_000).frames.shape == (2, 1000, 1000, 3)
+
+
+# ----------------------------------------------------------------------------- file names
+
+
+def test_non_utf8_file_name_falls_back_to_pyav(tmp_path):
+    path = non_utf8_copy(make_video(tmp_path / "plain.mp4", frames=6), tmp_path)
+    assert os.path.exists(path) and "\udcff" in path
+    assert video_info(path).num_frames == 6
+    clip = load_video(path, num_frames=3, backend="decord")
+    assert clip.backend == "pyav" and clip.frames.shape == (3, 48, 64, 3)
+    with pytest.raises(MediaError, match="not UTF-8"):
+        decord_reader.DecordReader(path)
+
+
+def test_non_utf8_image_name_loads_and_errors_name_the_file(tmp_path):
+    path = non_utf8_copy(make_image(tmp_path / "plain.png", width=8, height=6), tmp_path)
+    assert image_size(path) == (8, 6) and load_image(path).size == (8, 6)
+    missing = path.replace("clip", "gone")
+    with pytest.raises(MediaError) as caught:
+        load_video(missing)
+    assert caught.value.path == missing
+
+
+def test_decord_out_of_memory_falls_back_to_pyav(tmp_path, monkeypatch):
+    path = make_video(tmp_path / "v.mp4", width=64, height=48, frames=6)
+
+    def exhausted(self, indices):
+        raise MemoryError
+
+    monkeypatch.setattr(decord_reader.decord.VideoReader, "get_batch", exhausted)
+    with decord_reader.DecordReader(path) as reader, pytest.raises(MediaError, match="decord ran out of memory"):
+        reader.read([0, 1])
+    assert load_video(path, num_frames=6, backend="decord").backend == "pyav"
