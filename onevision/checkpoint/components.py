@@ -39,6 +39,7 @@ from onevision.checkpoint.files import (
     resolve_tied_head,
 )
 from onevision.model.config import ModelConfig, TextConfig, VisionConfig
+from onevision.model.hf_fields import known_fields, text_from_hf, vision_from_hf, warn_unknown
 
 LLM_MODEL_TYPES = ("qwen2",)
 VISION_MODEL_TYPES = ("siglip_vision_model", "siglip")
@@ -46,23 +47,26 @@ _LAYER = re.compile(r"^encoder\.layers\.(\d+)\.")
 
 
 def read_vision_config(data: dict, where: str) -> VisionConfig:
-    """Our `VisionConfig` from a SigLIP config dict (`siglip_vision_model`, or `siglip` with `vision_config`)."""
+    """Our `VisionConfig` from a SigLIP config dict (`siglip_vision_model`, or `siglip` with `vision_config`).
+
+    Every `SiglipVisionConfig` field is honoured, refused or inert as `onevision.model.hf_fields` lists it.
+    """
     from transformers import SiglipVisionConfig
 
     if data.get("model_type") == "siglip":
         data = data.get("vision_config") or {}
     elif data.get("model_type") not in (None, "siglip_vision_model"):
         raise CheckpointError(f"{where}: model_type {data.get('model_type')!r} is not a SigLIP ({VISION_MODEL_TYPES})")
-    names = [f.name for f in dataclasses.fields(VisionConfig)]
-    siglip = SiglipVisionConfig(**{k: v for k, v in data.items() if k in names})
-    return VisionConfig(**{name: getattr(siglip, name) for name in names})
+    warn_unknown(data, known_fields("siglip"), where)
+    try:
+        return vision_from_hf(SiglipVisionConfig.from_dict(data), where=f"{where}: ")
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(error if str(error).startswith(where) else f"{where}: {error}") from error
 
 
 def text_config_from_qwen2(qwen2) -> TextConfig:
     """Our `TextConfig` from a transformers `Qwen2Config` (read as `ModelConfig.from_hf` reads text_config)."""
-    from transformers import LlavaOnevisionConfig
-
-    return ModelConfig.from_hf(LlavaOnevisionConfig(text_config=qwen2)).text
+    return text_from_hf(qwen2, where="")
 
 
 def _mean_rows(ref: TensorRef, rows: int) -> TensorRef:
@@ -156,7 +160,12 @@ def read_components(
 
     llm_dir, vision_dir = Path(llm_dir), Path(vision_dir)
     llm_data = _model_type(llm_dir, LLM_MODEL_TYPES, "Qwen2 LLM")
-    text = text_config_from_qwen2(Qwen2Config.from_dict(llm_data))
+    where = str(llm_dir / "config.json")
+    warn_unknown(llm_data, known_fields("qwen2"), where)
+    try:
+        text = text_config_from_qwen2(Qwen2Config.from_dict(llm_data))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{where}: {error}") from error
     full = read_vision_config(_model_type(vision_dir, VISION_MODEL_TYPES, "SigLIP"), str(vision_dir / "config.json"))
     vision = dataclasses.replace(full, num_hidden_layers=_kept_layers(full.num_hidden_layers, vision_feature_layer, vision_dir))
     image_id, video_id = _media_token_ids(tokenizer, image_token_id, video_token_id)

@@ -23,15 +23,19 @@ in-memory one (`model.vision_tower.*` without `vision_model`, `model.multi_modal
 (`language_model.*` = Qwen2Model keys) and a fresh 5.x save (`vision_tower.*` without
 `vision_model`).
 
-Our visual settings that `LlavaOnevisionConfig` has no field for (video pooling and newlines,
-frames_upbound, the budget) are kept whole under the extra config key `onevision_visual`;
-transformers keeps unknown config keys, and ignores this one.
+Our visual settings are kept whole under the extra config key `onevision_visual` (transformers
+keeps unknown config keys, and ignores this one), so our reader gets them back. Those
+`llava_onevision` cannot express (`not_in_transformers`: video newlines other than one per
+video, video pooling strides other than 2, base-only single images, a token budget) make
+`save_hf` refuse, naming them, since transformers would read other numbers; `strict=False`
+writes them anyway with a warning (stage-to-stage exports, read back by onevision).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -50,6 +54,7 @@ from onevision.checkpoint.files import (
     write_tensors,
 )
 from onevision.model.config import ModelConfig
+from onevision.model.hf_fields import known_fields, warn_unknown
 from onevision.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
 from onevision.utils.dataclass_io import ConfigError, from_dict, to_dict
 
@@ -57,6 +62,10 @@ HF_MODEL_TYPE = "llava_onevision"
 HF_ARCHITECTURE = "LlavaOnevisionForConditionalGeneration"
 VISUAL_KEY = "onevision_visual"
 CONFIG_FILE = "config.json"
+VISION_HEAD_PREFIX = "vision_tower.vision_model.head."
+"""SigLIP's pooling head (vision_use_head): llava_onevision never runs it, so its weights are skipped."""
+
+logger = logging.getLogger(__name__)
 
 # transformers key (any layout it reads) -> ours; the first pattern that matches wins.
 _FROM_HF = (
@@ -98,14 +107,15 @@ def read_hf_config(folder: str | Path) -> ModelConfig:
     data = read_json(path)
     if data.get("model_type") != HF_MODEL_TYPE:
         raise CheckpointError(f"{path}: model_type is {data.get('model_type')!r}, expected {HF_MODEL_TYPE!r}")
-    hf = LlavaOnevisionConfig.from_dict({k: v for k, v in data.items() if k != VISUAL_KEY})
+    warn_unknown(data, known_fields("llava_onevision"), str(path))
+    for key, kind in (("text_config", "qwen2"), ("vision_config", "siglip")):
+        if isinstance(data.get(key), dict):
+            warn_unknown(data[key], known_fields(kind), f"{path}: {key}")
     try:
+        hf = LlavaOnevisionConfig.from_dict({k: v for k, v in data.items() if k != VISUAL_KEY})
         config = ModelConfig.from_hf(hf)
-    except ValueError as error:
+    except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: {error}") from error
-    # LlavaOnevisionConfig ties when either the top level or text_config says so.
-    text = dataclasses.replace(config.text, tie_word_embeddings=bool(hf.tie_word_embeddings))
-    config = dataclasses.replace(config, text=text)
     if VISUAL_KEY in data:
         try:
             visual = from_dict(VisualSettings, data[VISUAL_KEY], where=VISUAL_KEY)
@@ -113,6 +123,45 @@ def read_hf_config(folder: str | Path) -> ModelConfig:
             raise CheckpointError(f"{path}: {error}") from error
         config = dataclasses.replace(config, visual=visual)
     return config
+
+
+def not_in_transformers(config: ModelConfig) -> list[str]:
+    """Our settings that transformers' llava_onevision cannot express (it would read other numbers), one line each.
+
+    Expressed by the config: tower and decoder fields, feature layer, projector activation,
+    placeholder ids, grid pinpoints, AnyRes-Max-N. `frames_upbound` caps our frame sampler
+    only (transformers' processor takes the frames it is given); `min_frames`,
+    `max_pool_stride` and `min_anyres_max` act only under a `max_visual_tokens` budget.
+    """
+    visual = config.visual
+    problems = []
+    if visual.video_newline != "video":
+        problems.append(f"visual.video_newline={visual.video_newline!r} (llava_onevision puts one newline after each video)")
+    if visual.video_pool_stride != 2:
+        problems.append(f"visual.video_pool_stride={visual.video_pool_stride} (llava_onevision pools video frames with stride 2)")
+    if visual.single_image != "anyres":
+        problems.append(f"visual.single_image={visual.single_image!r} (llava_onevision runs a lone image through AnyRes)")
+    if visual.max_visual_tokens is not None:
+        problems.append(f"visual.max_visual_tokens={visual.max_visual_tokens} (llava_onevision has no token budget; samples over it would get other tokens)")
+    return problems
+
+
+def check_expressible(config: ModelConfig, strict: bool = True, where: str = "llava_onevision export") -> None:
+    """Refuse (strict) or warn about the settings `not_in_transformers` lists.
+
+    Raises:
+        CheckpointError: strict and some setting cannot be expressed; the message names each.
+    """
+    problems = not_in_transformers(config)
+    if not problems:
+        return
+    text = "; ".join(problems)
+    if strict:
+        raise CheckpointError(
+            f"{where}: transformers' llava_onevision cannot express {text}. Change these settings, or pass "
+            "strict=False to write them for onevision only (transformers would read other numbers)"
+        )
+    logger.warning(f"{where}: written for onevision only, transformers will not apply {text}")
 
 
 def hf_config(config: ModelConfig, dtype: torch.dtype | None = None):
@@ -134,12 +183,16 @@ def read_hf(folder: str | Path) -> Checkpoint:
     config = read_hf_config(folder)
     files = TensorFolder(folder)
     tensors = {}
+    dropped = []
     for name in files.names():
         ours = hf_key_to_ours(name) or name
+        if ours.startswith(VISION_HEAD_PREFIX):
+            dropped.append(name)
+            continue
         if ours in tensors:
             raise CheckpointError(f"{folder}: two tensors map to {ours!r} (one of them {name!r}); the folder mixes key layouts")
         tensors[ours] = files.ref(name)
-    return resolve_tied_head(Checkpoint(config, tensors, str(folder), "hf"))
+    return resolve_tied_head(Checkpoint(config, tensors, str(folder), "hf", dropped))
 
 
 def load_hf(folder: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, progress: bool = True):
@@ -164,12 +217,17 @@ def write_hf(
     max_shard_size: int | str = "5GB",
     tokenizer=None,
     progress: bool = True,
+    strict: bool = True,
 ) -> list[Path]:
     """Write `checkpoint` in the llava_onevision layout (config, weights, processor files).
+
+    `strict`: refuse settings transformers cannot express (`not_in_transformers`); False
+    writes them under `onevision_visual` with a warning.
 
     Returns:
         The weight files written.
     """
+    check_expressible(checkpoint.config, strict, f"{folder}")
     if tokenizer is not None:
         check_tokenizer(checkpoint.config, tokenizer)
     folder = Path(folder)
@@ -190,6 +248,7 @@ def save_hf(
     max_shard_size: int | str = "5GB",
     tokenizer=None,
     progress: bool = True,
+    strict: bool = True,
 ) -> list[Path]:
     """Save `OneVisionModel` as transformers' `LlavaOnevisionForConditionalGeneration.save_pretrained` does.
 
@@ -200,12 +259,20 @@ def save_hf(
         max_shard_size: shard past this size ("5GB", or bytes), with an index file.
         tokenizer: saved alongside (with the processor files, the folder then opens with
             transformers' `AutoProcessor`).
+        strict: refuse visual settings transformers' llava_onevision cannot express (video
+            newlines per frame or row, pooling strides other than 2, base-only single images,
+            a token budget); False writes them for onevision only, with a warning.
 
     Returns:
         The weight files written.
+
+    Raises:
+        CheckpointError: strict and a setting transformers cannot express (each one named).
     """
     checkpoint = Checkpoint(model.config, model_refs(model), "model", "hf")
-    return write_hf(checkpoint, folder, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer, progress=progress)
+    return write_hf(
+        checkpoint, folder, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer, progress=progress, strict=strict
+    )
 
 
 def check_tokenizer(config: ModelConfig, tokenizer) -> None:

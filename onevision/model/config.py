@@ -30,6 +30,10 @@ class VisionConfig:
     """Patch side in pixels."""
     layer_norm_eps: float = 1e-6
     """LayerNorm epsilon."""
+    hidden_act: str = "gelu_pytorch_tanh"
+    """MLP activation (a name in transformers' ACT2FN)."""
+    attention_dropout: float = 0.0
+    """Dropout on attention weights while training."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,30 @@ class TextConfig:
     """RMSNorm epsilon."""
     tie_word_embeddings: bool = False
     """Share the embedding matrix with the LM head."""
+    hidden_act: str = "silu"
+    """MLP activation (a name in transformers' ACT2FN)."""
+    rope_scaling: dict | None = None
+    """Every `rope_parameters` entry but rope_theta (rope_type, factor, ...), as transformers reads them; None = plain RoPE."""
+    use_sliding_window: bool = False
+    """Sliding-window attention in the layers from max_window_layers on."""
+    sliding_window: int | None = None
+    """Window size in tokens when use_sliding_window."""
+    max_window_layers: int = 28
+    """First layer that uses the sliding window."""
+    layer_types: list[str] | None = None
+    """Explicit 'full_attention' / 'sliding_attention' per layer; None = derived from the three fields above."""
+    attention_dropout: float = 0.0
+    """Dropout on attention weights while training."""
+    pad_token_id: int | None = None
+    """Embedding row kept at its value (no gradient) as nn.Embedding's padding_idx, as Qwen2 does."""
+
+    def __post_init__(self) -> None:
+        if self.use_sliding_window and not self.sliding_window:
+            raise ValueError("use_sliding_window needs sliding_window (a window size in tokens)")
+        if self.rope_scaling is not None and "rope_theta" in self.rope_scaling:
+            raise ValueError("rope_scaling holds rope_theta; set TextConfig.rope_theta instead")
+        if self.layer_types is not None and len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError(f"layer_types has {len(self.layer_types)} entries for {self.num_hidden_layers} layers")
 
 
 @dataclass(frozen=True)
@@ -106,31 +134,33 @@ class ModelConfig:
 
     @classmethod
     def from_hf(cls, hf) -> "ModelConfig":
-        """Read a transformers `LlavaOnevisionConfig` (or its dict form)."""
+        """Read a transformers `LlavaOnevisionConfig` (or its dict form).
+
+        Every field is honoured, refused or inert as `onevision.model.hf_fields` lists it.
+
+        Raises:
+            ValueError: a field holds a value we cannot honour; the message names it.
+        """
+        from onevision.model.hf_fields import check_llava, text_from_hf, vision_from_hf
+
         if isinstance(hf, dict):
             from transformers import LlavaOnevisionConfig
 
             hf = LlavaOnevisionConfig(**hf)
-        if hf.vision_feature_select_strategy != "full":
-            raise ValueError(f"only vision_feature_select_strategy='full' is supported (SigLIP has no CLS), got {hf.vision_feature_select_strategy!r}")
-        if not isinstance(hf.vision_feature_layer, int):
-            raise ValueError(f"only a single vision_feature_layer is supported, got {hf.vision_feature_layer!r}")
-        v, t = hf.vision_config, hf.text_config
-        vision = VisionConfig(**{f.name: getattr(v, f.name) for f in dataclasses.fields(VisionConfig)})
-        text_fields = {f.name: getattr(t, f.name, None) for f in dataclasses.fields(TextConfig)}
-        if text_fields.get("rope_theta") is None:
-            text_fields["rope_theta"] = (getattr(t, "rope_parameters", None) or {}).get("rope_theta", TextConfig.rope_theta)
-        text_fields = {k: v for k, v in text_fields.items() if v is not None}
+        check_llava(hf)
+        vision = vision_from_hf(hf.vision_config)
+        # LlavaOnevisionConfig ties when either the top level or text_config says so.
+        text = dataclasses.replace(text_from_hf(hf.text_config), tie_word_embeddings=bool(hf.tie_word_embeddings))
         anyres = str(hf.vision_aspect_ratio)
         visual = VisualSettings(
             image_size=vision.image_size,
             patch_size=vision.patch_size,
-            anyres_max=int(anyres.removeprefix("anyres_max_")) if anyres.startswith("anyres_max_") else 9,
+            anyres_max=int(anyres.removeprefix("anyres_max_")),
             grid_pinpoints=tuple(tuple(p) for p in hf.image_grid_pinpoints),
         )
         return cls(
             vision=vision,
-            text=TextConfig(**text_fields),
+            text=text,
             vision_feature_layer=hf.vision_feature_layer,
             projector_act=hf.projector_hidden_act,
             image_token_id=hf.image_token_index,

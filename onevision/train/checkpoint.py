@@ -213,7 +213,9 @@ def export_model(engine, build_model, folder: str | Path, runtime: Runtime, toke
         model = merge_lora(model)
     tmp = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_hf(model, tmp, dtype=dtype, tokenizer=tokenizer, progress=False)
+    # Stage settings transformers cannot express (a budget, base-only images, grid newlines) are
+    # kept for the next stage under onevision_visual, with a warning naming them.
+    save_hf(model, tmp, dtype=dtype, tokenizer=tokenizer, progress=False, strict=False)
     fsync_tree(tmp)
     if folder.exists():
         shutil.rmtree(folder)
