@@ -11,6 +11,7 @@ import struct
 import pytest
 import torch
 from helpers_model import tiny_config
+from llava_next_folders import truncating
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
@@ -49,7 +50,7 @@ def _tensors(folder) -> dict[str, torch.Tensor]:
 
 
 def test_round_trip_hf_llava_next_hf_is_identical(tmp_path, capsys):
-    model = OneVisionModel(tiny_config())
+    model = OneVisionModel(truncating(tiny_config()))  # LLaVA-NeXT can only express truncating unpad
     save_hf(model, tmp_path / "hf", progress=False)
     assert _cli(str(tmp_path / "hf"), str(tmp_path / "next"), "--to", "llava-next") == 0
     assert detect_format(tmp_path / "next") == "llava-next"
@@ -75,7 +76,7 @@ def test_bf16_conversion_halves_the_file(tmp_path):
 
 
 def test_sharded_conversion(tmp_path):
-    model = OneVisionModel(tiny_config())
+    model = OneVisionModel(truncating(tiny_config()))
     save_hf(model, tmp_path / "hf", progress=False)
     assert _cli(str(tmp_path / "hf"), str(tmp_path / "next"), "--to", "llava-next", "--max-shard-size", "100KB") == 0
     assert len(list((tmp_path / "next").glob("model-*-of-*.safetensors"))) > 1

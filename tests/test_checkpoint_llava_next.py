@@ -13,6 +13,7 @@ import socket
 import pytest
 import torch
 from helpers_model import Sample, build_hf, random_image, tiny_config
+from llava_next_folders import truncating
 from safetensors.torch import save_file
 from transformers import SiglipVisionConfig
 
@@ -112,7 +113,8 @@ def test_llava_next_checkpoint_matches_transformers(tmp_path, keep_last_layer):
     assert checkpoint.config.vision.num_hidden_layers == 2 and checkpoint.config.vision_feature_layer == -1
     assert any("layers.2." in k for k in checkpoint.dropped) == keep_last_layer
     assert any(".head." in k for k in checkpoint.dropped) == keep_last_layer
-    assert checkpoint.config.visual.pinpoints() == config.visual.pinpoints()
+    # (width, height) pairs in the original's order; the same set of resolutions as transformers'.
+    assert sorted(checkpoint.config.visual.pinpoints()) == sorted(config.visual.pinpoints())
     assert checkpoint.config.visual.anyres_max == 4 and checkpoint.config.visual.frames_upbound == 8
 
     ours = load_llava_next(tmp_path, progress=False)
@@ -126,7 +128,7 @@ def test_llava_next_checkpoint_matches_transformers(tmp_path, keep_last_layer):
 
 
 def test_unknown_keys_are_reported_with_their_file_names(tmp_path):
-    save_llava_next(OneVisionModel(tiny_config()), tmp_path, progress=False)
+    save_llava_next(OneVisionModel(truncating(tiny_config())), tmp_path, progress=False)
     save_file({"model.vision_resampler.weight": torch.zeros(2)}, str(tmp_path / "extra.safetensors"))
     (tmp_path / "model.safetensors").rename(tmp_path / "main.safetensors")  # no index: every file is read
     with pytest.raises(CheckpointError, match=r"unexpected keys \(1\)") as error:
@@ -135,7 +137,7 @@ def test_unknown_keys_are_reported_with_their_file_names(tmp_path):
 
 
 def test_save_and_load_round_trip(tmp_path):
-    model = OneVisionModel(tiny_config())
+    model = OneVisionModel(truncating(tiny_config()))
     save_llava_next(model, tmp_path, progress=False)
     data = json.loads((tmp_path / "config.json").read_text())
     assert data["model_type"] == "llava_qwen" and data["mm_vision_select_layer"] == -2
@@ -148,15 +150,16 @@ def test_save_and_load_round_trip(tmp_path):
 
 def test_feature_layer_other_than_last_cannot_be_saved(tmp_path):
     with pytest.raises(CheckpointError, match="vision_feature_layer -2"):
-        save_llava_next(OneVisionModel(tiny_config(vision_feature_layer=-2)), tmp_path, progress=False)
+        save_llava_next(OneVisionModel(truncating(tiny_config(vision_feature_layer=-2))), tmp_path, progress=False)
 
 
 def test_grid_pinpoints_forms():
-    assert expand_grid_pinpoints("(1x1),...,(6x6)", 384) == default_grid_pinpoints(384, 6)
-    assert expand_grid_pinpoints("(1x1),(1x2),(2x2)", 384) == [(h, w) for h in (384, 768) for w in (384, 768)]
-    assert expand_grid_pinpoints("(2x1),...,(3x2)", 10) == [(20, 10), (20, 20), (30, 10), (30, 20)]
-    assert expand_grid_pinpoints([[384, 768], [768, 384]], 384) == [(384, 768), (768, 384)]
-    assert expand_grid_pinpoints("[(336, 672)]", 336) == [(336, 672)]
+    # LLaVA-NeXT's pairs are (width, height), in its order; ours are (height, width).
+    assert expand_grid_pinpoints("(1x1),...,(6x6)", 384) == [(h, w) for w, h in default_grid_pinpoints(384, 6)]
+    assert expand_grid_pinpoints("(1x1),(1x2),(2x2)", 384) == [(h, w) for w in (384, 768) for h in (384, 768)]
+    assert expand_grid_pinpoints("(2x1),...,(3x2)", 10) == [(10, 20), (20, 20), (10, 30), (20, 30)]
+    assert expand_grid_pinpoints([[384, 768], [768, 384]], 384) == [(768, 384), (384, 768)]
+    assert expand_grid_pinpoints("[(336, 672)]", 336) == [(672, 336)]
     with pytest.raises(CheckpointError, match="no '\\(AxB\\)' grid"):
         expand_grid_pinpoints("(1 x)", 384)
 
@@ -168,7 +171,7 @@ def test_released_config_defaults_to_so400m(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(data))
     config = read_llava_next_config(tmp_path)
     assert config.vision == SIGLIP_SO400M and config.vision_feature_layer == -1
-    assert config.visual.pinpoints() == default_grid_pinpoints(384, 6)
+    assert sorted(config.visual.pinpoints()) == default_grid_pinpoints(384, 6)
     assert (config.image_token_id, config.video_token_id) == (151646, 151647)
     data["mm_vision_tower"] = "google/siglip-base-patch16-224"
     (tmp_path / "config.json").write_text(json.dumps(data))
@@ -182,7 +185,7 @@ def test_released_config_defaults_to_so400m(tmp_path):
 
 
 def test_placeholder_ids_past_the_vocabulary_grow_it(tmp_path):
-    model = OneVisionModel(tiny_config())
+    model = OneVisionModel(truncating(tiny_config()))
     save_llava_next(model, tmp_path, progress=False)
     data = json.loads((tmp_path / "config.json").read_text())
     data["video_token_index"] = data["vocab_size"]  # as released: <video> = 151647 = Qwen2's row count

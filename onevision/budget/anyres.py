@@ -60,27 +60,36 @@ def select_best_resolution(
 
 
 def unpadded_shape(
-    original_size: tuple[int, int], feature_shape: tuple[int, int]
+    original_size: tuple[int, int], feature_shape: tuple[int, int], rounding: str = "round"
 ) -> tuple[tuple[int, int], tuple[int, int]]:
     """Rows and columns of the stitched crop feature map that hold image, not padding.
 
     The crops came from an aspect-preserving resize centred in the grid, so padding sits
     symmetrically on one axis; `(cur - new) // 2` rows (or columns) are dropped from each side.
+    The kept side is `int(round(x, 7))` in transformers ('round') and `int(x)` in LLaVA-NeXT's
+    `unpad_image` ('truncate'); they differ when x lands just below an integer.
 
     Args:
         original_size: (height, width) of the original image in pixels.
         feature_shape: (height, width) of the stitched feature map, patches per side x grid.
+        rounding: 'round' (transformers) or 'truncate' (LLaVA-NeXT).
 
     Returns:
         ((height, width) kept, (top, left) offset of the kept window in the map).
     """
+    if rounding not in ("round", "truncate"):
+        raise ValueError(f"rounding must be 'round' or 'truncate', got {rounding!r}")
     original_height, original_width = original_size
     current_height, current_width = feature_shape
+
+    def kept(x: float) -> int:
+        return int(round(x, 7)) if rounding == "round" else int(x)
+
     if original_width / original_height > current_width / current_height:
-        new_height = int(round(original_height * (current_width / original_width), 7))
+        new_height = kept(original_height * (current_width / original_width))
         padding = (current_height - new_height) // 2
         return (current_height - 2 * padding, current_width), (padding, 0)
-    new_width = int(round(original_width * (current_height / original_height), 7))
+    new_width = kept(original_width * (current_height / original_height))
     padding = (current_width - new_width) // 2
     return (current_height, current_width - 2 * padding), (0, padding)
 

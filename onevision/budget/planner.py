@@ -10,8 +10,14 @@ Scenarios (arXiv 2408.03326, Sec. 3 and design.md):
   base (side^2) + h*w + h tokens (or, with `single_image='base'`, as one image of a set: the
   stage-1 alignment input);
 - several images: base resolution each, side^2 + 1 newline tokens per image (730 for SigLIP-384);
-- video: every frame at base resolution, bilinearly pooled to ceil(side/stride)^2 tokens,
-  newlines by policy: one per video (default, as transformers), per frame, per row, or none.
+- video: every frame at base resolution, pooled to pooled_side^2 tokens (bilinear resize to
+  ceil(side/stride), or average / max pooling over stride x stride windows, floor(side/stride),
+  as LLaVA-NeXT's `mm_spatial_pool_mode`), newlines by policy: one per video (default, as
+  transformers), per frame, per row, or none.
+
+Settings that only the original LLaVA-NeXT code uses (`video_pool_mode` 'average'/'max',
+`unpad_rounding='truncate'`, `base_image='stretch'`) are plan settings too, so a checkpoint in
+that layout gets token counts known before decoding that equal what its model produces.
 
 Budget: when `settings.max_visual_tokens` is set and a sample exceeds it, the plan degrades in
 this order and takes the first candidate that fits, never cutting an item's tokens:
@@ -35,6 +41,9 @@ from onevision.budget.anyres import (
 )
 
 VIDEO_NEWLINE_POLICIES = ("video", "frame", "row", "none")
+VIDEO_POOL_MODES = ("bilinear", "average", "max")
+UNPAD_ROUNDINGS = ("round", "truncate")
+BASE_IMAGE_MODES = ("pad", "stretch")
 
 
 class BudgetError(ValueError):
@@ -56,7 +65,11 @@ class VisualSettings:
     grid_pinpoints: tuple[tuple[int, int], ...] | None = None
     """Explicit (height, width) pinpoints; None means all multiples of image_size up to max_grid."""
     video_pool_stride: int = 2
-    """Bilinear pooling stride for video frames: side -> ceil(side / stride) per axis."""
+    """Pooling stride for video frames: side -> ceil(side / stride) per axis for 'bilinear',
+    floor(side / stride) for 'average' and 'max'."""
+    video_pool_mode: str = "bilinear"
+    """Video frame pooling: 'bilinear' (transformers; LLaVA-NeXT's default), 'average' or 'max'
+    (stride x stride windows, LLaVA-NeXT `mm_spatial_pool_mode`, as LLaVA-Video is evaluated)."""
     video_newline: str = "video"
     """Video newlines: 'video' (one per video), 'frame', 'row' (LLaVA-Video grid) or 'none'."""
     frames_upbound: int = 32
@@ -72,6 +85,13 @@ class VisualSettings:
     single_image: str = "anyres"
     """A lone image: 'anyres' (AnyRes-Max-N crops) or 'base' (padded square, side^2 + 1 newline,
     the official stage-1 input)."""
+    unpad_rounding: str = "round"
+    """Unpadding of the AnyRes feature map: 'round' (transformers, int(round(x, 7))) or 'truncate'
+    (LLaVA-NeXT's `unpad_image`, int(x)); 369x820 at AnyRes-Max-9 gives 2437 vs 2381 tokens."""
+    base_image: str = "pad"
+    """An image at base resolution (multi-image items, single_image='base'): 'pad' to a square with
+    the mean colour, then resize, or 'stretch' (resized straight; LLaVA-NeXT image_aspect_ratio
+    'square')."""
 
     def __post_init__(self) -> None:
         if self.grid_pinpoints is not None:
@@ -81,8 +101,14 @@ class VisualSettings:
             raise ValueError(f"image_size {self.image_size} is smaller than patch_size {self.patch_size}")
         if self.single_image not in ("anyres", "base"):
             raise ValueError(f"single_image must be 'anyres' or 'base', got {self.single_image!r}")
-        if self.video_newline not in VIDEO_NEWLINE_POLICIES:
-            raise ValueError(f"video_newline must be one of {VIDEO_NEWLINE_POLICIES}, got {self.video_newline!r}")
+        for name, allowed in (
+            ("video_newline", VIDEO_NEWLINE_POLICIES),
+            ("video_pool_mode", VIDEO_POOL_MODES),
+            ("unpad_rounding", UNPAD_ROUNDINGS),
+            ("base_image", BASE_IMAGE_MODES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("anyres_max", "max_grid", "video_pool_stride", "frames_upbound", "min_frames", "min_anyres_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -159,6 +185,8 @@ class BaseImagePlan:
     width: int
     height: int
     base_tokens: int
+    fill: str = "pad"
+    """How the image becomes a square: 'pad' (mean colour, then resize) or 'stretch'."""
     kind: str = field(default="multi_image", init=False)
 
     @property
@@ -179,6 +207,8 @@ class VideoPlan:
     pool_stride: int
     pooled_side: int
     newline: str
+    pool_mode: str = "bilinear"
+    """'bilinear' (resize to pooled_side), 'average' or 'max' (pool_stride windows)."""
     kind: str = field(default="video", init=False)
 
     @property
@@ -245,7 +275,7 @@ def plan_anyres(width: int, height: int, settings: VisualSettings, anyres_max: i
     best = select_best_resolution((height, width), settings.pinpoints())
     grid = (best[0] // settings.image_size, best[1] // settings.image_size)
     feature_shape = (grid[0] * side, grid[1] * side)
-    kept, offset = unpadded_shape((height, width), feature_shape)
+    kept, offset = unpadded_shape((height, width), feature_shape, settings.unpad_rounding)
     return AnyResPlan(
         width=width,
         height=height,
@@ -266,12 +296,18 @@ def plan_video(frames: int, settings: VisualSettings, *, cap: int | None = None,
         raise ValueError(f"a video needs at least one frame, got {frames}")
     stride = settings.video_pool_stride if stride is None else stride
     cap = settings.frames_upbound if cap is None else cap
+    side = settings.patches_per_side
+    # bilinear resizes to ceil(side / stride); avg/max_pool2d (kernel = stride, no padding) floor.
+    pooled = math.ceil(side / stride) if settings.video_pool_mode == "bilinear" else side // stride
+    if pooled < 1:
+        raise BudgetError(f"{settings.video_pool_mode} pooling with stride {stride} leaves nothing of a {side}x{side} frame map")
     return VideoPlan(
         frames=min(frames, cap),
         source_frames=frames,
         pool_stride=stride,
-        pooled_side=math.ceil(settings.patches_per_side / stride),
+        pooled_side=pooled,
         newline=settings.video_newline,
+        pool_mode=settings.video_pool_mode,
     )
 
 
@@ -329,7 +365,7 @@ def _candidates(media: Sequence[ImageMedia | VideoMedia], settings: VisualSettin
                         items.append(plan_anyres(m.width, m.height, settings, anyres_max=n))
                     else:
                         _check_size(m.width, m.height)
-                        items.append(BaseImagePlan(width=m.width, height=m.height, base_tokens=side * side))
+                        items.append(BaseImagePlan(width=m.width, height=m.height, base_tokens=side * side, fill=settings.base_image))
                 steps = []
                 if cap < most_frames:
                     steps.append(f"frames {most_frames}->{cap}")

@@ -19,17 +19,14 @@ files' tensors of layer L-1 and of the head, when present, are dropped. The SigL
 taken from a `vision_config` key in config.json (we write one), else from the folder given as
 `vision_dir`, else the so400m-patch14-384 shape when the config names that tower.
 
-Visual settings: `image_aspect_ratio` "anyres_max_N", `image_grid_pinpoints` (a list of
-pairs, or a string "(1x1),...,(6x6)" meaning every grid from the first to the last times the
-tile size, as LLaVA-NeXT's mm_utils expands it), `mm_spatial_pool_stride`,
-`mm_newline_position` ("one_token" / "frame" / "grid" / "no_token" = our video newline "video" /
-"frame" / "row" / "none") and `frames_upbound`. We also write `onevision_visual` (all our visual
-settings) and `image_token_index` / `video_token_index`, which the original code ignores.
+Visual settings: every `mm_*` / layout field the original reads is honoured as it applies it,
+or refused by name; `llava_next_fields.py` holds the mapping and the commit followed. We also
+write `onevision_visual` (all our visual settings, checked against the `mm_*` fields when read)
+and `image_token_index` / `video_token_index`, which the original code ignores.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import re
 from pathlib import Path
@@ -50,14 +47,13 @@ from onevision.checkpoint.files import (
     write_tensors,
 )
 from onevision.checkpoint.hf import CONFIG_FILE, VISUAL_KEY
+from onevision.checkpoint.llava_next_fields import expand_grid_pinpoints, llava_fields, reconcile, visual_from_llava
 from onevision.model.config import SIGLIP_SO400M, ModelConfig, VisionConfig
 from onevision.utils.dataclass_io import ConfigError, from_dict, to_dict
 
 LLAVA_NEXT_MODEL_TYPE = "llava_qwen"
 LLAVA_NEXT_ARCHITECTURE = "LlavaQwenForCausalLM"
 SO400M_TOWER = "google/siglip-so400m-patch14-384"
-NEWLINE_FROM_LLAVA = {"one_token": "video", "frame": "frame", "grid": "row", "no_token": "none"}
-NEWLINE_TO_LLAVA = {v: k for k, v in NEWLINE_FROM_LLAVA.items()}
 
 _TOWER = "model.vision_tower.vision_tower.vision_model."
 _LAYER = re.compile(re.escape(_TOWER) + r"encoder\.layers\.(\d+)\.")
@@ -72,33 +68,13 @@ _FROM_LLAVA = (
 _TO_LLAVA = tuple((ours, theirs) for theirs, ours in _FROM_LLAVA)
 
 
-def expand_grid_pinpoints(value, tile_size: int) -> list[tuple[int, int]]:
-    """LLaVA-NeXT `image_grid_pinpoints` as our (height, width) pairs, in order.
-
-    Accepts a list of pairs, its string form "[(384, 768), ...]", or the range form
-    "(1x1),...,(6x6)": every (i, j) from the first pair to the last, times `tile_size`.
-    Pairs are taken as (height, width), as transformers' llava_onevision conversion copies
-    them; LLaVA-NeXT's own code reads them as (width, height), which for the released sets
-    (all grids up to 6x6, symmetric) is the same set of resolutions.
-    """
-    if isinstance(value, str) and "x" in value:
-        matches = re.findall(r"\((\d+)x(\d+)\)", value)
-        if not matches:
-            raise CheckpointError(f"image_grid_pinpoints {value!r} has no '(AxB)' grid")
-        (r0, c0), (r1, c1) = (tuple(map(int, m)) for m in (matches[0], matches[-1]))
-        pairs = [(i * tile_size, j * tile_size) for i in range(r0, r1 + 1) for j in range(c0, c1 + 1)]
-    else:
-        pairs = ast.literal_eval(value) if isinstance(value, str) else value
-    return [(int(a), int(b)) for a, b in pairs]
-
-
 def _vision_shape(data: dict, path: Path, vision_dir: str | Path | None) -> VisionConfig:
     """SigLIP's full shape (all its layers, before LLaVA-NeXT deletes the last one)."""
     if vision_dir is not None:
         return read_vision_config(read_json(Path(vision_dir) / CONFIG_FILE), where=str(Path(vision_dir) / CONFIG_FILE))
     if "vision_config" in data:
         return read_vision_config(data["vision_config"], where=f"{path} vision_config")
-    tower = str(data.get("mm_vision_tower", ""))
+    tower = str(data.get("mm_vision_tower", data.get("vision_tower", "")))
     if tower.rstrip("/").endswith("siglip-so400m-patch14-384"):
         return dataclasses.replace(SIGLIP_SO400M, num_hidden_layers=SIGLIP_SO400M.num_hidden_layers + 1)
     raise CheckpointError(
@@ -111,8 +87,9 @@ def read_llava_next_config(folder: str | Path, vision_dir: str | Path | None = N
     """Our `ModelConfig` from a `llava_qwen` config.json (see the module docstring for the mapping).
 
     Raises:
-        CheckpointError: another model_type, a projector or feature kind we do not have, an
-            unknown SigLIP without a config.
+        CheckpointError: another model_type, a projector we do not have, an unknown SigLIP
+            without a config, a layout field the original applies in a way we do not reproduce
+            (named), or `onevision_visual` disagreeing with the `mm_*` fields.
     """
     from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 
@@ -123,8 +100,6 @@ def read_llava_next_config(folder: str | Path, vision_dir: str | Path | None = N
     projector = data.get("mm_projector_type", "mlp2x_gelu")
     if projector != "mlp2x_gelu":
         raise CheckpointError(f"{path}: mm_projector_type {projector!r} is not supported (only 'mlp2x_gelu')")
-    if data.get("mm_vision_select_feature", "patch") != "patch":
-        raise CheckpointError(f"{path}: mm_vision_select_feature {data['mm_vision_select_feature']!r}; only 'patch' exists for SigLIP")
     full = _vision_shape(data, path, vision_dir)
     if full.num_hidden_layers < 2:
         raise CheckpointError(f"{path}: a {full.num_hidden_layers}-layer SigLIP leaves no layer once the last is deleted")
@@ -132,8 +107,10 @@ def read_llava_next_config(folder: str | Path, vision_dir: str | Path | None = N
         raise CheckpointError(f"{path}: mm_hidden_size {data['mm_hidden_size']} differs from the SigLIP width {full.hidden_size}")
     vision = dataclasses.replace(full, num_hidden_layers=full.num_hidden_layers - 1)
 
-    known = set(Qwen2Config().to_dict()) | {"rope_theta", "rope_scaling"}
-    text = Qwen2Config(**{k: v for k, v in data.items() if k in known and k not in ("model_type", "architectures")})
+    # LlavaQwenForCausalLM.__init__ sets config.rope_scaling = None: the original never scales RoPE.
+    known = set(Qwen2Config().to_dict()) | {"rope_theta"}
+    skip = ("model_type", "architectures", "rope_scaling", "rope_parameters")
+    text = Qwen2Config(**{k: v for k, v in data.items() if k in known and k not in skip})
     defaults = ModelConfig()
     hf = LlavaOnevisionConfig(
         text_config=text,
@@ -146,25 +123,13 @@ def read_llava_next_config(folder: str | Path, vision_dir: str | Path | None = N
     config = ModelConfig.from_hf(hf)
     config = dataclasses.replace(config, text=dataclasses.replace(config.text, tie_word_embeddings=bool(data.get("tie_word_embeddings", False))))
 
-    aspect = str(data.get("image_aspect_ratio", ""))
-    newline = data.get("mm_newline_position", "one_token")
-    if newline not in NEWLINE_FROM_LLAVA:
-        raise CheckpointError(f"{path}: mm_newline_position {newline!r} is not one of {sorted(NEWLINE_FROM_LLAVA)}")
-    pinpoints = data.get("image_grid_pinpoints")
-    visual = VisualSettings(
-        image_size=vision.image_size,
-        patch_size=vision.patch_size,
-        anyres_max=int(aspect.removeprefix("anyres_max_")) if aspect.startswith("anyres_max_") else VisualSettings.anyres_max,
-        grid_pinpoints=tuple(expand_grid_pinpoints(pinpoints, vision.image_size)) if pinpoints else None,
-        video_pool_stride=int(data.get("mm_spatial_pool_stride") or VisualSettings.video_pool_stride),
-        video_newline=NEWLINE_FROM_LLAVA[newline],
-        frames_upbound=int(data.get("frames_upbound") or VisualSettings.frames_upbound),
-    )
+    visual = visual_from_llava(data, str(path), vision.image_size, vision.patch_size)
     if VISUAL_KEY in data:
         try:
-            visual = from_dict(VisualSettings, data[VISUAL_KEY], where=VISUAL_KEY)
+            ours = from_dict(VisualSettings, data[VISUAL_KEY], where=VISUAL_KEY)
         except (ConfigError, TypeError, ValueError) as error:
             raise CheckpointError(f"{path}: {error}") from error
+        visual = reconcile(visual, ours, str(path))
     return dataclasses.replace(config, visual=visual)
 
 
@@ -240,7 +205,7 @@ def llava_next_config(config: ModelConfig, dtype: torch.dtype | None = None) -> 
     text = Qwen2Config(**dataclasses.asdict(config.text)).to_dict()
     for key in ("model_type", "architectures", "transformers_version", "dtype"):
         text.pop(key, None)
-    visual = config.visual
+    layout = llava_fields(config.visual)
     data = {
         **text,
         "architectures": [LLAVA_NEXT_ARCHITECTURE],
@@ -253,18 +218,10 @@ def llava_next_config(config: ModelConfig, dtype: torch.dtype | None = None) -> 
         "mm_hidden_size": config.vision.hidden_size,
         "mm_vision_select_layer": -2,
         "mm_vision_select_feature": "patch",
-        "mm_patch_merge_type": "spatial_unpad",
-        "mm_use_im_start_end": False,
-        "mm_use_im_patch_token": False,
-        "image_aspect_ratio": f"anyres_max_{visual.anyres_max}",
-        "image_grid_pinpoints": [list(p) for p in visual.pinpoints()],
-        "mm_spatial_pool_stride": visual.video_pool_stride,
-        "mm_spatial_pool_mode": "bilinear",
-        "mm_newline_position": NEWLINE_TO_LLAVA[visual.video_newline],
-        "frames_upbound": visual.frames_upbound,
+        **layout,
         "image_token_index": config.image_token_id,
         "video_token_index": config.video_token_id,
-        VISUAL_KEY: to_dict(visual),
+        VISUAL_KEY: to_dict(config.visual),
     }
     if dtype is not None:
         data["torch_dtype"] = str(dtype).removeprefix("torch.")
@@ -310,7 +267,8 @@ def save_llava_next(
     """Save `OneVisionModel` in the original LLaVA-NeXT `llava_qwen` layout.
 
     Raises:
-        CheckpointError: the model's feature layer is not its tower's last (LLaVA-NeXT cannot express it).
+        CheckpointError: a setting LLaVA-NeXT cannot express, named: the model's feature layer is
+            not its tower's last, or a visual setting (`llava_next_fields.llava_fields`).
     """
     checkpoint = Checkpoint(model.config, model_refs(model), "model", "llava-next")
     return write_llava_next(checkpoint, folder, dtype=dtype, max_shard_size=max_shard_size, progress=progress)

@@ -11,8 +11,10 @@ Scenarios (arXiv 2408.03326, Sec. 3; transformers `llava_onevision` for the exac
   AnyRes-Max-N shrinks it, and one `image_newline` after every row;
 - one image of several (`BaseImagePlan`): side*side tokens and one newline;
 - video (`VideoPlan`): every frame's side x side map bilinearly resized to
-  pooled_side x pooled_side (transformers' `apply_pooling`), newlines by `plan.newline`:
-  'video' one at the end, 'frame' after each frame, 'row' after each pooled row, 'none'.
+  pooled_side x pooled_side (transformers' `apply_pooling`), or average / max pooled over
+  stride x stride windows (LLaVA-NeXT's `get_2dPool` for `mm_spatial_pool_mode` average / max),
+  newlines by `plan.newline`: 'video' one at the end, 'frame' after each frame, 'row' after
+  each pooled row, 'none'.
 """
 
 from __future__ import annotations
@@ -73,8 +75,14 @@ def layout_video(plan: VideoPlan, tiles: torch.Tensor, newline: torch.Tensor) ->
     frames, _, dim = tiles.shape
     maps = tiles.view(frames, side, side, dim).permute(0, 3, 1, 2)
     pooled = plan.pooled_side
-    if pooled != side:
+    if plan.pool_mode == "average":
+        maps = F.avg_pool2d(maps, plan.pool_stride)
+    elif plan.pool_mode == "max":
+        maps = F.max_pool2d(maps, plan.pool_stride)
+    elif pooled != side:
         maps = F.interpolate(maps, size=[pooled, pooled], mode="bilinear")
+    if maps.shape[-1] != pooled:
+        raise ValueError(f"{plan.pool_mode} pooling gave {maps.shape[-1]}x{maps.shape[-2]} per frame but the video's plan has {pooled}x{pooled}")
     maps = maps.permute(0, 2, 3, 1)  # [F, p, p, D]
     nl = newline.to(maps.dtype)
     if plan.newline == "video":

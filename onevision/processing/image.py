@@ -7,7 +7,8 @@ Two layouts (arXiv 2408.03326, Sec. 3; design.md "Visual token budget"):
   best resolution, centred on a zero (black) canvas of that resolution, and cut into S x S
   crops row-major. Output [1 + rows * cols, 3, S, S].
 - one image of a multi-image sample (`BaseImagePlan`): padded to a square with the mean
-  colour, resized to S x S. Output [1, 3, S, S].
+  colour, resized to S x S (`plan.fill == 'pad'`), or resized straight to S x S ('stretch',
+  LLaVA-NeXT's `process_images` for image_aspect_ratio 'square'). Output [1, 3, S, S].
 
 The pixels are those of transformers' `LlavaOnevisionImageProcessorPil` (resize sizes and
 rounding, PIL filter on uint8, padding value, crop order, normalisation), bit for bit; the
@@ -61,6 +62,8 @@ def image_tiles(
     if isinstance(plan, AnyResPlan):
         return anyres_tiles(image, plan, image_size, normalization.pil_filter)
     if isinstance(plan, BaseImagePlan):
+        if plan.fill == "stretch":
+            return np.ascontiguousarray(_resized(image, image_size, image_size, normalization.pil_filter).transpose(2, 0, 1))[None]
         return square_tile(image, image_size, normalization.background, normalization.pil_filter)[None]
     raise TypeError(f"an image needs an AnyResPlan or BaseImagePlan, got {type(plan).__name__}")
 
