@@ -130,7 +130,7 @@ def _check_video_stream(path: str, container: av.container.InputContainer) -> No
     if any(part in format_name for part in _IMAGE_DEMUXERS):
         raise MediaError(path, f"an image file (FFmpeg format {format_name!r}), not a video")
     found = ", ".join(
-        f"{s.type}/{s.codec_context.name if s.codec_context else '?'}" for s in container.streams
+        f"{_kind(s)}/{s.codec_context.name if s.codec_context else '?'}" for s in container.streams
     )
     if not container.streams.video:
         raise MediaError(path, f"no video stream (streams found: {found or 'none'})")
@@ -141,3 +141,10 @@ def _check_video_stream(path: str, container: av.container.InputContainer) -> No
         raise MediaError(path, "no FFmpeg decoder for the video stream's codec")
     if codec.width <= 0 or codec.height <= 0:
         raise MediaError(path, f"video stream has no frame size ({codec.width}x{codec.height})")
+
+
+def _kind(stream: av.stream.Stream) -> str:
+    """"video", "audio", "data", ... from the stream's class: PyAV 15's ``Stream.type``
+    dereferences a null string (and crashes the process) for a stream of unknown media type,
+    which a damaged AVI header produces."""
+    return type(stream).__name__.removesuffix("Stream").lower() or "unknown"
