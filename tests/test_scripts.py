@@ -25,6 +25,10 @@ SMOKE = {
     ),
     "bench_packed_training.py": (["--samples", "24", "--rounds", "1", "--row-tokens", "1024"], ["packed / padded-random"]),
     "bench_loader.py": (["--samples", "4", "--workers", "0"], ["video "]),
+    "bench_infer_vs_hf.py": (
+        ["--size", "debug", "--frames", "4", "--max-new-tokens", "3", "--threads", "1", "--scenarios", "image", "video"],
+        ["ratio = ours / transformers", "image "],
+    ),
     "bench_lm_head.py": (["--tokens", "256", "--repeats", "1"], ["than the full head"]),
     "bench_video_decode.py": (["--quick", "--repeat", "1", "--cache", "{tmp}"], ["wall-clock seconds", "CPU seconds", "1080p 20s"]),
 }

@@ -19,6 +19,7 @@ COMMANDS = [
     ("video-qa", "onevision.cli.video_qa"),
     ("eval", "onevision.cli.eval"),
     ("data", "onevision.cli.data"),
+    ("world", "onevision.cli.world"),
     ("train", "onevision.cli.train"),
     ("demo", "onevision.cli.demo"),
     ("transfer", "onevision.cli.transfer"),

@@ -51,7 +51,7 @@ def build_model(stage: StageConfig, tokenizer):
         ValueError: the tokenizer's `<image>` / `<video>` ids or vocabulary do not fit the model.
     """
     from onevision.checkpoint import from_components, load_hf
-    from onevision.model import OneVisionModel, preset
+    from onevision.model import OneVisionModel
     from onevision.tokenizer import image_token_id, video_token_id
 
     section = stage.model
@@ -62,12 +62,27 @@ def build_model(stage: StageConfig, tokenizer):
             raise ValueError("model.llm_dir and model.vision_dir go together (stage 1 from separate checkpoints)")
         model = from_components(section.llm_dir, section.vision_dir, vision_feature_layer=-2, tokenizer=tokenizer, dtype=torch.float32, progress=False)
     else:
-        config = preset(section.size)
-        config = dataclasses.replace(config, image_token_id=image_token_id(tokenizer), video_token_id=video_token_id(tokenizer))
-        model = OneVisionModel(config)
+        model = OneVisionModel(fresh_config(section.size, tokenizer))
     check_tokenizer(model.config, tokenizer, image_token_id(tokenizer), video_token_id(tokenizer))
     model.config = dataclasses.replace(model.config, visual=stage.visual_settings(model.config.visual))
     return model.float()
+
+
+def fresh_config(size: str, tokenizer):
+    """The preset `size` sized for `tokenizer`: a random model's vocabulary follows its tokenizer.
+
+    The embedding and LM head get ``len(tokenizer)`` rows rounded up to a multiple of 64 (the
+    padding Qwen2's released vocabularies use too, for matrix-unit friendly shapes), so the
+    debug size trains with the real Qwen2 tokenizer and the demo's small one alike; the
+    placeholder ids are the tokenizer's.
+    """
+    from onevision.model import preset
+    from onevision.tokenizer import image_token_id, video_token_id
+
+    config = preset(size)
+    rows = -(-len(tokenizer) // 64) * 64
+    text = dataclasses.replace(config.text, vocab_size=rows)
+    return dataclasses.replace(config, text=text, image_token_id=image_token_id(tokenizer), video_token_id=video_token_id(tokenizer))
 
 
 def check_tokenizer(config, tokenizer, image_id: int, video_id: int) -> None:
