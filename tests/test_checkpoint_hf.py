@@ -12,7 +12,7 @@ import socket
 
 import pytest
 import torch
-from helpers_model import Sample, model_pair, random_image, tiny_config
+from helpers_model import Sample, model_pair, random_frames, random_image, tiny_config
 from safetensors.torch import load_file, save_file
 from transformers import AutoImageProcessor, AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
@@ -212,3 +212,53 @@ def test_tokenizer_ids_must_match_config(tmp_path):
     with pytest.raises(CheckpointError, match="differ from the model's image_token_id"):
         save_hf(OneVisionModel(tiny_config()), tmp_path / "out", tokenizer=tokenizer, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+UNEXPRESSIBLE = [
+    ("video_newline", "frame"),
+    ("video_newline", "row"),
+    ("video_newline", "none"),
+    ("video_pool_stride", 3),
+    ("single_image", "base"),
+    ("max_visual_tokens", 500),
+]
+
+
+@pytest.mark.parametrize("field, value", UNEXPRESSIBLE, ids=[f"{f}={v}" for f, v in UNEXPRESSIBLE])
+def test_export_refuses_what_transformers_cannot_express(tmp_path, caplog, field, value):
+    config = tiny_config(visual=dataclasses.replace(tiny_config().visual, **{field: value}))
+    model = OneVisionModel(config)
+    with pytest.raises(CheckpointError, match=rf"visual\.{field}={value!r}"):
+        save_hf(model, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    with caplog.at_level("WARNING"):
+        save_hf(model, tmp_path / "out", progress=False, strict=False)
+    assert f"visual.{field}" in caplog.text
+    assert read_config(tmp_path / "out").visual == config.visual
+
+
+def test_export_of_non_default_fields_reads_the_same_in_transformers(tmp_path):
+    """Fields transformers can express are written so that it computes the same logits."""
+    from onevision.model.config import ModelConfig
+
+    base = tiny_config()
+    text = dataclasses.replace(
+        base.text, hidden_act="gelu", rope_theta=500.0, rope_scaling={"rope_type": "linear", "factor": 2.0},
+        use_sliding_window=True, sliding_window=6, max_window_layers=1, rms_norm_eps=1e-3,
+    )
+    vision = dataclasses.replace(base.vision, hidden_act="relu", layer_norm_eps=1e-3)
+    visual = dataclasses.replace(base.visual, anyres_max=2, grid_pinpoints=((32, 32), (32, 64), (64, 64), (64, 96)), frames_upbound=5)
+    config = ModelConfig(
+        vision=vision, text=text, vision_feature_layer=-2, projector_act="relu",
+        image_token_id=base.image_token_id, video_token_id=base.video_token_id, visual=visual,
+    )
+    torch.manual_seed(0)
+    ours = OneVisionModel(config).eval()
+    save_hf(ours, tmp_path, progress=False)
+    hf_model = LlavaOnevisionForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert read_config(tmp_path) == config
+    for sample in (Sample(config, images=[random_image(96, 64)]), Sample(config, video=random_frames(3))):
+        with torch.no_grad():
+            theirs = hf_model(input_ids=sample.input_ids[None], **sample.hf_kwargs).logits
+            mine = ours(sample.input_ids[None], visual=sample.visual).logits
+        assert (theirs - mine).abs().max().item() <= 1e-4

@@ -115,3 +115,18 @@ def test_flash_matches_sdpa_in_bf16_on_cuda():
             losses[name] = loss_with(model, name, batch).float()
     sdpa, flash = losses.values()
     torch.testing.assert_close(flash, sdpa, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("batch_of", [packed_batch, padded_batch])
+def test_per_sample_sdpa_keeps_the_sliding_window(batch_of):
+    import dataclasses
+
+    config = preset("debug")
+    text = dataclasses.replace(config.text, use_sliding_window=True, sliding_window=3, max_window_layers=1)
+    model = OneVisionModel(dataclasses.replace(config, text=text))
+    batch = batch_of()
+    reference = loss_with(model, "sdpa", batch)
+    torch.testing.assert_close(loss_with(model, SEGMENT_SDPA, batch), reference, rtol=1e-5, atol=1e-6)
+    full = OneVisionModel(config)
+    full.load_state_dict(model.state_dict())
+    assert (loss_with(full, "sdpa", batch) - reference).abs() > 1e-4  # the window matters here

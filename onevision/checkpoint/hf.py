@@ -23,6 +23,10 @@ in-memory one (`model.vision_tower.*` without `vision_model`, `model.multi_modal
 (`language_model.*` = Qwen2Model keys) and a fresh 5.x save (`vision_tower.*` without
 `vision_model`).
 
+Every field of `config.json` (and of its `text_config` / `vision_config`) is honoured, refused
+with its name, or inert, as `onevision.model.hf_fields` lists; SigLIP pooling-head weights
+(`vision_use_head`) are skipped, as llava_onevision never runs that head.
+
 Our visual settings are kept whole under the extra config key `onevision_visual` (transformers
 keeps unknown config keys, and ignores this one), so our reader gets them back. Those
 `llava_onevision` cannot express (`not_in_transformers`: video newlines other than one per

@@ -167,6 +167,7 @@ def segment_sdpa_forward(
         if position_ids is None:
             raise ValueError(f"{SEGMENT_SDPA} needs cu_seq_lens_q or position_ids")
         cu = packed_kwargs(position_ids)["cu_seq_lens_q"]
+    window = kwargs.get("sliding_window")
     batch, heads, length, dim = query.shape
     # Grouped-query heads are repeated up front: SDPA's fused CPU kernel takes no enable_gqa.
     groups = heads // key.shape[1]
@@ -175,11 +176,21 @@ def segment_sdpa_forward(
     q, k, v = (x.transpose(0, 1).reshape(1, heads, batch * length, dim) for x in (query, key, value))
     out = torch.empty_like(q)
     for start, end in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        # Sliding-window layers (Qwen2 use_sliding_window) see the last `window` positions, as
+        # transformers' mask does (q - kv < window); the others are plain causal.
+        mask = None if window is None else _window_mask(end - start, window, q.device)
         out[:, :, start:end] = torch.nn.functional.scaled_dot_product_attention(
-            q[:, :, start:end], k[:, :, start:end], v[:, :, start:end],
-            is_causal=True, scale=scaling, dropout_p=dropout if module.training else 0.0,
+            q[:, :, start:end], k[:, :, start:end], v[:, :, start:end], attn_mask=mask,
+            is_causal=mask is None, scale=scaling, dropout_p=dropout if module.training else 0.0,
         )
     return out.view(heads, batch, length, dim).permute(1, 2, 0, 3), None
+
+
+def _window_mask(length: int, window: int, device) -> torch.Tensor:
+    """[L, L] bool: query i sees keys j with 0 <= i - j < window."""
+    steps = torch.arange(length, device=device)
+    distance = steps[:, None] - steps[None, :]
+    return (distance >= 0) & (distance < window)
 
 
 def packed_or_padding_mask(*, attention_mask: torch.Tensor | None = None, **kwargs):
