@@ -235,14 +235,37 @@ def test_count_larger_than_file_warns(caplog):
         ("datasets:\n  - json_path: a.json\n    sampling_strategy: first:2.5\n", "a count must be a whole number"),
         ("datasets:\n  - json_path: a.json\n    sampling_strategy: first:150%\n", "at most 100"),
         ("datasets:\n  - json_path: a.json\n    sampling_strategy: all:3\n", "takes no number"),
-        ("datasets:\n  - json_path: a.json\n    weight: -1\n", "'weight' must be a finite number >= 0"),
+        ("datasets:\n  - json_path: a.json\n    weight: -1\n", r"datasets\[0\]: 'weight' must be a finite number in \[0, 1000\], got -1$"),
+        ("datasets:\n  - json_path: a.json\n    weight: 1.0e+12\n", r"datasets\[0\]: 'weight' must be .* in \[0, 1000\], got 1000000000000.0$"),
+        ("datasets:\n  - json_path: a.json\n    weight: .nan\n", r"'weight' must be a finite number in \[0, 1000\], got nan$"),
+        ("datasets:\n  - json_path: a.json\n    weight: -.inf\n", r"'weight' must be .*, got -inf$"),
+        ("datasets:\n  - json_path: a.json\n    weight: '2'\n", r"'weight' must be .*, got str '2'$"),
+        ("datasets:\n  - json_path: a.json\n    weight: true\n", r"'weight' must be .*, got bool True$"),
+        ("datasets:\n  - json_path: a.json\n    weight: " + "9" * 4000 + "\n", r"'weight' must be .*, got 9{10,}\.\.\.9+$"),
+        ("datasets:\n  - json_path: a.json\n    sampling_strategy: first:1000000001\n", "a count must be at most 1,000,000,000"),
+        ("datasets:\n  - json_path: a.json\n    sampling_strategy: first:" + "9" * 5000 + "\n", "a count must be at most"),
+        ("datasets:\n  - json_path: a.json\n    sampling_strategy: first:1e3\n", "is not one of all"),
+        ("datasets:\n  - json_path: a.json\n    sampling_strategy: first:nan%\n", "is not one of all"),
+        ("datasets:\n  - json_path: a.json\n    sampling_strategy: first:-5\n", "is not one of all"),
+        ("datasets:\n  - json_path: a.json\n    sampling_strategy: first:\u0663\n", "is not one of all"),
+        ("datasets:\n  - json_path: a.json\n    sampling_strategy: random:100.5%\n", "at most 100"),
+        ("datasets:\n  - json_path: a.json\n    sampling_strategy: [first, 3]\n", r"sampling_strategy must be a string .*, got \['first', 3\]"),
+        ("datasets:\n  - json_path: a.json\n    name: \"a\\ud800\"\n", r"'name' 'a\\ud800' holds an unpaired surrogate"),
+        ("datasets:\n  - json_path: \"a\\0.json\"\n", "holds a NUL character"),
+        ("datasets:\n  - json_path: ~no_such_user_here/a.json\n", "cannot expand '~'"),
+        ("seed: 18446744073709551616\ndatasets:\n  - json_path: a.json\n", r"'seed' must be an integer in \[0, 18,446,744,073,709,551,615\]"),
+        ("seed: 1.5\ndatasets:\n  - json_path: a.json\n", r"'seed' must be an integer .*, got float 1.5"),
+        ("datasets:\n  - json_path: a.json\n    weight: " + "9" * 5000 + "\n", "unreadable YAML value: Exceeds the limit"),
+        ("datasets:\n  - json_path: a.json\n    name: 2020-13-45\n", "unreadable YAML value: month must be in 1..12"),
+        ("datasets:\n  - json_path: a.json\n    weight: " + "[" * 600 + "]" * 600 + "\n", r"line 3: YAML nested 603 levels deep, too deep to read"),
         ("datasets:\n  - json_path: a.json\n  - json_path: b/a.json\n", r"datasets\[1\]: name 'a' is also used by datasets\[0\]"),
         ("datasets: []\n", "'datasets' must be a non-empty list"),
         ("- json_path: a.json\n", "expected a mapping"),
-        ("seed: -3\ndatasets:\n  - json_path: a.json\n", "'seed' must be a non-negative integer"),
+        ("seed: -3\ndatasets:\n  - json_path: a.json\n", "'seed' must be an integer in \\[0, "),
         ("datasets:\n  - json_path: ''\n", "'json_path' must be a non-empty path"),
         ("datasets: [unclosed\n", "invalid YAML"),
     ],
+    ids=lambda value: value[:70],
 )
 def test_errors_name_file_and_key(tmp_path, yaml_text, problem):
     path = write_yaml(tmp_path / "bad.yaml", yaml_text)
@@ -260,3 +283,23 @@ def test_missing_files_are_named(tmp_path):
     recipe = load_recipe(path, check_files=False)
     with pytest.raises(FileNotFoundError, match="gone.json"):
         recipe.samples()
+
+
+def test_undecodable_yaml_names_line_and_byte(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_bytes(b"seed: 1\ndatasets:\n  - json_path: d\xe9.json\n")
+    with pytest.raises(RecipeError, match=r"r\.yaml: line 3, byte 17: not valid UTF-8 \(invalid continuation byte"):
+        load_recipe(path, check_files=False)
+    path.write_bytes(b"\xef\xbb\xbfdatasets:\n  - json_path: d.json\n")
+    assert load_recipe(path, check_files=False).datasets[0].name == "d"
+
+
+def test_planned_samples_are_bounded_before_allocating():
+    recipe = parse_recipe({"datasets": [{"json_path": "/d/x.json", "weight": 1000}, {"json_path": "/d/y.json"}]},
+                          source="big.yaml")
+    with pytest.raises(RecipeError, match=r"big\.yaml: datasets\[0\] \(x\): weight 1000 x 200,000 selected records = "
+                                          r"200,000,000 samples; a recipe plans at most 100,000,000"):
+        recipe.plan([200_000, 1])
+    # Checked on the sizes, before dataset 0's 60 million rows are drawn.
+    with pytest.raises(RecipeError, match=r"big\.yaml: datasets\[1\] \(y\) brings the sample list to 110,000,000"):
+        recipe.plan([60_000, 50_000_000])

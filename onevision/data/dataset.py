@@ -147,6 +147,7 @@ def load_records(recipe: Recipe, progress: bool = True) -> list[Record | BadReco
                 rows.append(parse_record(raw, source=path, index=index, line=line, media_root=root))
             except RecordError as error:
                 rows.append(_bad_record(raw, str(path), index, line, str(error)))
+        recipe.check_total(len(out), dataset, recipe.dataset_size(dataset, len(rows)))
         out.extend(rows[row] for row in recipe.dataset_rows(dataset, len(rows)))
     return out
 

@@ -29,6 +29,18 @@ Semantics:
   media paths are joined onto the dataset's ``media_root``, else the recipe's, else the
   record file's folder.
 
+Bounds (each breach is a `RecipeError` naming the recipe file, the ``datasets[i]`` entry and the
+value): ``weight`` is a finite number in [0, 1000] (`MAX_WEIGHT`); a count N is a whole number of
+at most 10^9 (`MAX_COUNT`; no record file is larger); a percentage is in [0, 100]; ``seed`` is an
+integer in [0, 2^64); the final sample list holds at most 10^8 samples (`MAX_SAMPLES`, about 30
+times LLaVA-OneVision's largest stage), checked per dataset before any array is allocated.
+Numbers are digits only (``first:1e3``, NaN or ``.inf`` are refused).
+
+Reading the YAML never fails with a bare Python error: a file that is not UTF-8 (the line and
+byte are named), not YAML, nests too deep for the parser (the line of the deepest level is
+named) or holds an unconvertible value (a 5000-digit integer, ``2020-13-45``) raises
+`RecipeError` naming the file. Values echoed in messages are shortened.
+
 Unknown keys are errors that name the file and the key. `load_recipe` reads only the YAML
 (and, with ``check_files``, checks that the record files exist); `Recipe.samples` and
 `Recipe.records` read the record files.
@@ -51,14 +63,18 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from onevision.data.records import Record, count_records, load_records
+from onevision.data.records import Record, count_records, load_records, short
 
 logger = logging.getLogger(__name__)
 
 RECIPE_KEYS = ("datasets", "seed", "media_root")
 DATASET_KEYS = ("json_path", "sampling_strategy", "media_root", "weight", "name")
 STRATEGIES = ("all", "first", "end", "random")
-_STRATEGY_RE = re.compile(r"^(" + "|".join(STRATEGIES) + r")(?::(\d+(?:\.\d+)?)(%?))?$")
+MAX_WEIGHT = 1000.0
+MAX_COUNT = 10**9
+MAX_SAMPLES = 10**8
+MAX_SEED = 2**64 - 1
+_STRATEGY_RE = re.compile(r"^(" + "|".join(STRATEGIES) + r")(?::([0-9]+(?:\.[0-9]+)?)(%?))?$")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Salts that give the random:N draw and the weight remainder separate random streams.
 _SELECT_STREAM, _WEIGHT_STREAM = 0, 1
@@ -84,27 +100,35 @@ class SamplingStrategy:
         """Parse ``all``, ``first:N``, ``end:N``, ``random:N`` with N a count or ``N%``.
 
         Raises:
-            ValueError: anything else, a fractional count, or a percentage above 100.
+            ValueError: anything else, a fractional count, a count above `MAX_COUNT`, or a
+                percentage above 100.
         """
-        match = _STRATEGY_RE.match(str(text).strip())
+        if not isinstance(text, str):
+            raise ValueError(f"sampling_strategy must be a string such as 'first:1000', got {short(text)}")
+        match = _STRATEGY_RE.match(text.strip())
         if match is None:
             raise ValueError(
-                f"sampling_strategy {text!r} is not one of all | first:N | end:N | random:N (N a count or N%)"
+                f"sampling_strategy {short(text)} is not one of all | first:N | end:N | random:N (N a count or N%)"
             )
+        text = text.strip()
         kind, number, is_percent = match.groups()
         if kind == "all":
             if number is not None:
-                raise ValueError(f"sampling_strategy {text!r}: 'all' takes no number")
+                raise ValueError(f"sampling_strategy {short(text)}: 'all' takes no number")
             return cls()
         if number is None:
-            raise ValueError(f"sampling_strategy {text!r}: {kind!r} needs a number, e.g. {kind}:1000 or {kind}:10%")
+            raise ValueError(f"sampling_strategy {short(text)}: {kind!r} needs a number, e.g. {kind}:1000 or {kind}:10%")
         if is_percent:
+            if len(number) > 40:
+                raise ValueError(f"sampling_strategy {short(text)}: a percentage has at most 40 characters")
             percent = Fraction(number)
             if percent > 100:
-                raise ValueError(f"sampling_strategy {text!r}: a percentage must be at most 100")
+                raise ValueError(f"sampling_strategy {short(text)}: a percentage must be at most 100")
             return cls(kind, percent=percent)
         if "." in number:
-            raise ValueError(f"sampling_strategy {text!r}: a count must be a whole number")
+            raise ValueError(f"sampling_strategy {short(text)}: a count must be a whole number")
+        if len(number.lstrip("0")) > len(str(MAX_COUNT)) or int(number) > MAX_COUNT:
+            raise ValueError(f"sampling_strategy {short(text)}: a count must be at most {MAX_COUNT:,}")
         return cls(kind, count=int(number))
 
     def __str__(self) -> str:
@@ -172,6 +196,35 @@ class Recipe:
         name_key = zlib.crc32(self.datasets[dataset].name.encode("utf-8"))
         return np.random.default_rng([self.seed, name_key, stream])
 
+    def dataset_size(self, dataset: int, length: int) -> int:
+        """How many samples dataset `dataset` contributes, given its file holds `length` records.
+
+        Raises:
+            RecipeError: more than `MAX_SAMPLES` (checked before anything is allocated).
+        """
+        spec = self.datasets[dataset]
+        size = spec.sampling.size(length)
+        total = math.ceil(Fraction(repr(float(spec.weight))) * size)
+        if total > MAX_SAMPLES:
+            raise RecipeError(
+                f"{self.source}: datasets[{dataset}] ({spec.name}): weight {spec.weight:g} x {size:,} selected "
+                f"records = {total:,} samples; a recipe plans at most {MAX_SAMPLES:,}"
+            )
+        return total
+
+    def check_total(self, total: int, dataset: int, size: int) -> int:
+        """`total + size`, the sample count after dataset `dataset` adds `size`.
+
+        Raises:
+            RecipeError: the sum exceeds `MAX_SAMPLES` (names the dataset that crosses it).
+        """
+        if total + size > MAX_SAMPLES:
+            raise RecipeError(
+                f"{self.source}: datasets[{dataset}] ({self.datasets[dataset].name}) brings the sample list to "
+                f"{total + size:,}; a recipe plans at most {MAX_SAMPLES:,}"
+            )
+        return total + size
+
     def dataset_rows(self, dataset: int, length: int) -> np.ndarray:
         """Rows (int64, [n]) that dataset `dataset` contributes, given its file holds `length` records.
 
@@ -183,18 +236,25 @@ class Recipe:
                 "%s: dataset %r asks for %s but %s holds %d records; taking all of them",
                 self.source, spec.name, spec.sampling, spec.json_path, length,
             )
+        total = self.dataset_size(dataset, length)
         chosen = spec.sampling.select(length, self._rng(dataset, _SELECT_STREAM))
         if len(chosen) == 0:
             return chosen
-        total = math.ceil(Fraction(repr(float(spec.weight))) * len(chosen))
         whole, remainder = divmod(total, len(chosen))
         extra = np.sort(self._rng(dataset, _WEIGHT_STREAM).permutation(len(chosen))[:remainder])
         return np.concatenate([np.tile(chosen, whole), chosen[extra]])
 
     def plan(self, lengths: Sequence[int]) -> list[SampleRef]:
-        """The final ordered sample list, given the number of records in each dataset's file."""
+        """The final ordered sample list, given the number of records in each dataset's file.
+
+        Raises:
+            RecipeError: the list would exceed `MAX_SAMPLES` (names the dataset that crosses it).
+        """
         if len(lengths) != len(self.datasets):
             raise ValueError(f"{self.source}: got {len(lengths)} lengths for {len(self.datasets)} datasets")
+        total = 0
+        for dataset, length in enumerate(lengths):
+            total = self.check_total(total, dataset, self.dataset_size(dataset, length))
         return [
             SampleRef(dataset, row)
             for dataset, length in enumerate(lengths)
@@ -228,6 +288,7 @@ class Recipe:
         out: list[Record] = []
         for dataset in tqdm(range(len(self.datasets)), desc="loading records", disable=not progress):
             rows = self.load_dataset(dataset)
+            self.check_total(len(out), dataset, self.dataset_size(dataset, len(rows)))
             out.extend(rows[row] for row in self.dataset_rows(dataset, len(rows)))
         return out
 
@@ -252,15 +313,41 @@ def expand_vars(text: str, env: Mapping[str, str] | None = None) -> str:
     return _ENV_RE.sub(substitute, text)
 
 
+def _text(value: str, what: str, fail) -> None:
+    """Refuse text a file system or an encoder cannot take: unpaired surrogates, NUL."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        fail(f"{what} holds an unpaired surrogate at character {error.start}; it is not valid Unicode")
+    if "\0" in value:
+        fail(f"{what} holds a NUL character")
+
+
 def _path(value: Any, key: str, base_dir: Path, env, fail) -> Path:
     if not isinstance(value, str) or not value.strip():
-        fail(f"{key!r} must be a non-empty path string, got {value!r}")
+        fail(f"{key!r} must be a non-empty path string, got {short(value)}")
     try:
         expanded = expand_vars(value, env)
     except KeyError as error:
-        fail(f"{key!r} {value!r}: {error.args[0]}")
-    path = Path(expanded).expanduser()
+        fail(f"{key!r} {short(value)}: {error.args[0]}")
+    _text(expanded, f"{key!r} {short(expanded)}", fail)
+    try:
+        path = Path(expanded).expanduser()
+    except RuntimeError as error:  # ~user with no such user
+        fail(f"{key!r} {short(expanded)}: cannot expand '~': {error}")
     return path if path.is_absolute() else base_dir / path
+
+
+def _number(value: Any, key: str, low: float, high: float, fail, integer: bool = False) -> None:
+    """Refuse anything but a number (an int when `integer`) in [low, high]; NaN and inf included."""
+    kinds = (int,) if integer else (int, float)
+    what = "an integer" if integer else "a finite number"
+    bounds = f"[{low:,}, {high:,}]" if integer else f"[{low:g}, {high:g}]"
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        fail(f"{key!r} must be {what} in {bounds}, got {type(value).__name__} {short(value)}")
+    # Comparisons (not float()) so a 4000-digit YAML integer is refused, not an OverflowError.
+    if not low <= value <= high:
+        fail(f"{key!r} must be {what} in {bounds}, got {short(value)}")
 
 
 def parse_recipe(
@@ -285,13 +372,12 @@ def parse_recipe(
         fail(f"expected a mapping with a 'datasets' list, got {type(data).__name__}")
     for key in data:
         if key not in RECIPE_KEYS:
-            fail(f"unknown key {key!r}; allowed top-level keys: {', '.join(RECIPE_KEYS)}")
+            fail(f"unknown key {short(key)}; allowed top-level keys: {', '.join(RECIPE_KEYS)}")
     entries = data.get("datasets")
     if not isinstance(entries, list) or not entries:
         fail("'datasets' must be a non-empty list")
     seed = data.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        fail(f"'seed' must be a non-negative integer, got {seed!r}")
+    _number(seed, "seed", 0, MAX_SEED, fail, integer=True)
     media_root = None
     if data.get("media_root") is not None:
         media_root = _path(data["media_root"], "media_root", base_dir, env, fail)
@@ -305,7 +391,7 @@ def parse_recipe(
             fail_entry(f"expected a mapping with 'json_path', got {type(raw).__name__}")
         for key in raw:
             if key not in DATASET_KEYS:
-                fail_entry(f"unknown key {key!r}; allowed dataset keys: {', '.join(DATASET_KEYS)}")
+                fail_entry(f"unknown key {short(key)}; allowed dataset keys: {', '.join(DATASET_KEYS)}")
         if "json_path" not in raw:
             fail_entry("missing 'json_path'")
         json_path = _path(raw["json_path"], "json_path", base_dir, env, fail_entry)
@@ -314,11 +400,11 @@ def parse_recipe(
         except ValueError as error:
             fail_entry(str(error))
         weight = raw.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-            fail_entry(f"'weight' must be a finite number >= 0, got {weight!r}")
+        _number(weight, "weight", 0, MAX_WEIGHT, fail_entry)
         name = raw.get("name", json_path.stem)
         if not isinstance(name, str) or not name:
-            fail_entry(f"'name' must be a non-empty string, got {name!r}")
+            fail_entry(f"'name' must be a non-empty string, got {short(name)}")
+        _text(name, f"'name' {short(name)}", fail_entry)
         spec_root = None
         if raw.get("media_root") is not None:
             spec_root = _path(raw["media_root"], "media_root", base_dir, env, fail_entry)
@@ -327,9 +413,54 @@ def parse_recipe(
     seen: dict[str, int] = {}
     for entry, spec in enumerate(datasets):
         if spec.name in seen:
-            fail(f"name {spec.name!r} is also used by datasets[{seen[spec.name]}]; give one a distinct 'name'", entry)
+            fail(f"name {short(spec.name)} is also used by datasets[{seen[spec.name]}]; give one a distinct 'name'", entry)
         seen[spec.name] = entry
     return Recipe(datasets=datasets, seed=seed, media_root=media_root, source=source)
+
+
+def _decode_yaml(data: bytes, path: Path) -> str:
+    """`data` as UTF-8 text (a leading BOM dropped); RecipeError naming the line and byte when it is not."""
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as error:
+        start = error.start + bom
+        line = data.count(b"\n", 0, start) + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        raise RecipeError(
+            f"{path}: line {line}, byte {column}: not valid UTF-8 ({error.reason}: {data[start:start + 1]!r})"
+        ) from None
+
+
+def _deepest_yaml(text: str) -> tuple[int, int]:
+    """(deepest nesting, 1-based line where it is first reached), from yaml's event stream (not recursive)."""
+    depth = deepest = line = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > deepest:
+                    deepest, line = depth, event.start_mark.line + 1
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        pass  # the deepest point before a syntax error is still the best place to name
+    return deepest, line
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML file's content; every failure a RecipeError naming `path`."""
+    text = _decode_yaml(path.read_bytes(), path)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: invalid YAML: {error}") from None
+    except RecursionError:
+        depth, line = _deepest_yaml(text)
+        raise RecipeError(f"{path}: line {line}: YAML nested {depth} levels deep, too deep to read") from None
+    except (ValueError, OverflowError) as error:
+        # Values yaml resolves but Python cannot build: a 5000-digit integer, a date like 2020-13-45.
+        raise RecipeError(f"{path}: unreadable YAML value: {error}") from None
 
 
 def load_recipe(
@@ -348,10 +479,7 @@ def load_recipe(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recipe not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: invalid YAML: {error}") from error
+    data = _read_yaml(path)
     recipe = parse_recipe(data, base_dir=path.parent, source=str(path), env=env)
     if check_files:
         for entry, spec in enumerate(recipe.datasets):
