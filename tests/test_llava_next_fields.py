@@ -475,3 +475,17 @@ def test_released_folder_loads_and_answers(llava_video):
     assert ours.shape == theirs.shape and (ours - theirs).abs().max().item() < 1e-5
     answer = pipe.ask("What happens?", video=frames, max_new_tokens=2)
     assert isinstance(answer, str)
+
+
+def test_transformers_export_names_the_original_only_settings():
+    import dataclasses
+
+    from helpers_model import tiny_config
+
+    from onevision.checkpoint.hf import not_in_transformers
+
+    base = tiny_config()
+    assert not not_in_transformers(base)
+    for name, value in (("video_pool_mode", "average"), ("unpad_rounding", "truncate"), ("base_image", "stretch")):
+        problems = not_in_transformers(dataclasses.replace(base, visual=dataclasses.replace(base.visual, **{name: value})))
+        assert len(problems) == 1 and problems[0].startswith(f"visual.{name}={value!r}")

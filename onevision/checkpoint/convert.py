@@ -104,10 +104,15 @@ def write_checkpoint(
     max_shard_size: int | str = "5GB",
     tokenizer=None,
     progress: bool = True,
+    strict: bool = True,
 ) -> list[Path]:
-    """Write `checkpoint` in format `to` ('hf' or 'llava-next'); returns the weight files."""
+    """Write `checkpoint` in format `to` ('hf' or 'llava-next'); returns the weight files.
+
+    `strict` (hf only): False writes settings transformers cannot express for onevision alone,
+    with a warning; the llava-next layout always refuses them.
+    """
     if to == "hf":
-        return write_hf(checkpoint, folder, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer, progress=progress)
+        return write_hf(checkpoint, folder, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer, progress=progress, strict=strict)
     if to == "llava-next":
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
@@ -127,6 +132,7 @@ def convert(
     tokenizer=None,
     max_shard_size: int | str = "5GB",
     progress: bool = True,
+    strict: bool = True,
 ) -> Checkpoint:
     """Convert a checkpoint folder (or an LLM + SigLIP pair) into `dst` in format `to`.
 
@@ -140,6 +146,9 @@ def convert(
         vision_feature_layer: for components, the SigLIP layer used as features (see
             `from_components`).
         tokenizer: saved into `dst`; for components it also sets the placeholder ids.
+        strict: refuse settings the target cannot express (each named); False, for 'hf' only,
+            writes them for onevision alone (an original-layout checkpoint's truncating unpad,
+            average pooling or grid newlines) with a warning.
 
     Returns:
         The checkpoint read (its config is the one written).
@@ -162,5 +171,5 @@ def convert(
     if any(Path(dst).resolve() == s.resolve() for s in sources):
         raise CheckpointError(f"the output folder {dst} is a source folder; write elsewhere")
     validate(checkpoint)
-    write_checkpoint(checkpoint, dst, to=to, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer, progress=progress)
+    write_checkpoint(checkpoint, dst, to=to, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer, progress=progress, strict=strict)
     return checkpoint

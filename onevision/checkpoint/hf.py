@@ -147,6 +147,12 @@ def not_in_transformers(config: ModelConfig) -> list[str]:
         problems.append(f"visual.single_image={visual.single_image!r} (llava_onevision runs a lone image through AnyRes)")
     if visual.max_visual_tokens is not None:
         problems.append(f"visual.max_visual_tokens={visual.max_visual_tokens} (llava_onevision has no token budget; samples over it would get other tokens)")
+    if visual.video_pool_mode != "bilinear":
+        problems.append(f"visual.video_pool_mode={visual.video_pool_mode!r} (llava_onevision pools video frames bilinearly)")
+    if visual.unpad_rounding != "round":
+        problems.append(f"visual.unpad_rounding={visual.unpad_rounding!r} (llava_onevision rounds the unpadded side)")
+    if visual.base_image != "pad":
+        problems.append(f"visual.base_image={visual.base_image!r} (llava_onevision pads images of a set to a square)")
     return problems
 
 
