@@ -5,6 +5,9 @@ data mixture, which parameters train and at what learning rate, the schedule, th
 settings and where the weights come from. Stages are data, not code branches (house style 6):
 the same `train()` runs all of them.
 
+Every numeric field is range-checked and every field type-checked when a config loads
+(`validate.py`); errors name the field (``optim.lr: must be a finite number > 0, got nan``).
+
 `load_stage(name_or_path, overrides)` reads a recipe by stage name (``stage1``, ``stage1_5``,
 ``stage2_si``, ``stage2_ov``, ``video``) or by path, applies ``a.b=c`` overrides, and resolves
 ``${key}`` references to top-level string fields (``${output_root}``, ``${name}``,
@@ -24,6 +27,13 @@ from onevision.budget import VisualSettings
 from onevision.data.loader import LoaderConfig
 from onevision.data.sampler import SamplerConfig
 from onevision.data.template import TemplateConfig
+from onevision.train.validate import (
+    check_field_names,
+    check_types,
+    check_values,
+    mapping_getter,
+    object_getter,
+)
 from onevision.utils.dataclass_io import (
     ConfigError,
     apply_overrides,
@@ -80,6 +90,14 @@ class DataSection:
     """Tell the model a video's duration and frame times in the prompt (LLaVA-Video)."""
     video_backend: str = "auto"
     """Video decoder: 'auto', 'decord' or 'pyav'."""
+    max_skipped_share: float = 0.5
+    """Stop the run when more than this share of the samples tried were skipped (bad media, too long, over budget); 1 never stops."""
+    skipped_share_after: int = 50
+    """Samples tried (over all ranks) before `max_skipped_share` is checked each step; the end of a run checks it whatever the count."""
+
+    def __post_init__(self) -> None:
+        if self.video_backend not in ("auto", "decord", "pyav"):
+            raise ConfigError(f"data.video_backend must be auto, decord or pyav, got {self.video_backend!r}")
 
 
 @dataclass
@@ -121,8 +139,6 @@ class OptimSection:
         self.groups = [g if isinstance(g, ParamGroup) else from_dict(ParamGroup, g, where="optim.groups") for g in self.groups]
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ConfigError(f"optim.schedule must be cosine, linear or constant, got {self.schedule!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
 
 @dataclass
@@ -153,8 +169,6 @@ class LoopSection:
             raise ConfigError(f"loop.precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"loop.device must be auto, cpu or cuda, got {self.device!r}")
-        if self.grad_accum < 1 or (self.steps is not None and self.steps < 1):
-            raise ConfigError(f"loop.grad_accum and loop.steps must be >= 1, got {self.grad_accum} and {self.steps}")
 
 
 @dataclass
@@ -169,6 +183,8 @@ class CheckpointSection:
     """Resume from output_dir/checkpoints/latest when it exists."""
     export: bool = True
     """Export the final model in the transformers llava_onevision layout to output_dir/hf."""
+    allow_changes: list[str] = field(default_factory=list)
+    """Fields (dotted, e.g. 'optim.lr', or a section, e.g. 'optim') whose change since the checkpoint a resume accepts; without it such a resume is refused. Accepted changes go to output_dir/resume.log and config_history.jsonl."""
 
 
 @dataclass
@@ -283,6 +299,10 @@ class StageConfig:
             _check_regex(pattern, "lora.trainable")
         for group in self.optim.groups:
             _check_regex(group.pattern, f"optim.groups[{group.name}].pattern")
+        check_values(object_getter(self))
+        check_types(self)
+        visual_fields = tuple(f"visual.{f.name}" for f in dataclasses.fields(VisualSettings))
+        check_field_names(self.checkpoint.allow_changes, to_dict(self), "checkpoint.allow_changes", ("visual", *visual_fields))
 
     def visual_settings(self, base: VisualSettings) -> VisualSettings:
         """`base` (the model's defaults) with this stage's `visual` fields replaced; size stays the tower's."""
@@ -368,6 +388,7 @@ def load_stage(name_or_path: str | Path, overrides: list[str] | None = None, env
     defaults = {f.name: f.default for f in dataclasses.fields(StageConfig) if f.default is None or isinstance(f.default, str)}
     data = apply_overrides({**defaults, **load_yaml(path)}, list(overrides or []))
     data = resolve_refs(data, env)
+    check_values(mapping_getter(data))
     try:
         return from_dict(StageConfig, data, where=str(path))
     except (TypeError, ValueError) as err:

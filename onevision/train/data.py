@@ -24,6 +24,7 @@ from onevision.data.recipe import load_recipe
 from onevision.data.sampler import ModalityLengthBatchSampler
 from onevision.train.config import DataSection
 from onevision.train.engine import Runtime
+from onevision.train.errors import DataFailure
 from onevision.train.step import model_inputs, placeholder_batch
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +112,7 @@ class TrainData:
                 produced = True
                 yield batch if batch.num_samples else placeholder_batch(self.pad_token_id, self.packed)
             if not produced and self.steps_per_epoch() == 0:
-                raise RuntimeError("the data recipe yields no batches: every sample was skipped or the recipe is empty")
+                raise DataFailure("the data recipe yields no batches: every sample was skipped or the recipe is empty")
             epoch += 1
 
     def inputs(self, batch: Batch) -> dict:
@@ -121,6 +122,24 @@ class TrainData:
     def skipped(self) -> int:
         """Samples skipped so far on this rank (bad media, too long, over budget, ...)."""
         return len(self.loader.stats.skipped)
+
+    def check_skipped(self, max_share: float, after: int, final: bool = False) -> None:
+        """Stop when more than `max_share` of the samples tried (over all ranks) were skipped;
+        checked once `after` were tried, or whatever the count when `final`. Every rank calls.
+
+        Raises:
+            DataFailure: with the counts by kind and the first skipped sample's reason.
+        """
+        stats = self.loader.stats
+        tried, skipped = self.runtime.all_reduce([stats.samples + len(stats.skipped), len(stats.skipped)])
+        if not tried or skipped <= max_share * tried or not (final or tried >= after):
+            return
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(stats.skip_counts().items()))
+        first = f"; first: {stats.skipped[0].reason}" if stats.skipped else ""
+        raise DataFailure(
+            f"{int(skipped)} of {int(tried)} samples tried were skipped (this rank: {kinds}), more than "
+            f"data.max_skipped_share={max_share}{first}"
+        )
 
     def state_dict(self) -> dict:
         return self.loader.state_dict()

@@ -30,6 +30,8 @@ import torch.distributed as dist
 from torch import nn
 
 from onevision.train.config import OptimSection
+from onevision.train.durable import cause_of, reading, save_torch, save_weights
+from onevision.train.errors import CheckpointError, NonFiniteError
 
 DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
 SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
@@ -133,6 +135,33 @@ def build_optimizer(groups: list[dict], optim: OptimSection) -> torch.optim.Opti
     return torch.optim.AdamW(groups, betas=tuple(optim.betas), eps=optim.eps)
 
 
+def group_settings(groups: list[dict]) -> list[dict]:
+    """Name, peak lr and weight decay of each group, copied before the optimizer adopts (and the
+    schedule rewrites) the group dicts."""
+    return [{key: group[key] for key in ("name", "lr", "weight_decay") if key in group} for group in groups]
+
+
+def apply_optim(optimizer, scheduler, settings: list[dict], optim: OptimSection) -> None:
+    """Overwrite the hyperparameters a checkpoint restored with this run's: each group's peak lr
+    and weight decay, betas, eps; the schedule keeps its position (step count) and continues
+    with the new peaks, and the current lr is recomputed from it.
+
+    torch's `load_state_dict` restores the saved groups' lr / initial_lr and the scheduler's
+    base_lrs, so without this a changed `optim.lr` would be silently ignored.
+    """
+    groups = optimizer.param_groups
+    if len(groups) != len(settings):
+        raise ValueError(f"the checkpoint has {len(groups)} optimizer groups, this run {len(settings)}")
+    for group, wanted in zip(groups, settings):
+        group.update(wanted)
+        group.update(initial_lr=wanted["lr"], betas=tuple(optim.betas), eps=optim.eps)
+    scheduler.base_lrs = [wanted["lr"] for wanted in settings]
+    current = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(groups, current):
+        group["lr"] = lr
+    scheduler._last_lr = current
+
+
 def _strip(state: dict, prefix: str = "model.") -> dict:
     return {k.removeprefix(prefix): v for k, v in state.items()}
 
@@ -159,6 +188,8 @@ class TorchEngine:
 
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.module = DistributedDataParallel(self.inner, device_ids=ids)
+        self.group_settings = group_settings(groups)
+        self.optim = optim
         self.optimizer = build_optimizer(groups, optim)
         self.scheduler = build_scheduler(self.optimizer, optim, total_steps)
         self.grad_accum = grad_accum
@@ -187,6 +218,9 @@ class TorchEngine:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         limit = self.max_grad_norm if self.max_grad_norm > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, limit)
+        if not torch.isfinite(norm):
+            # Clipping by a non-finite norm would write NaN into every weight: stop before it.
+            raise NonFiniteError(f"gradient norm is {float(norm)} at optimizer step {self.scheduler.last_epoch + 1}; the weights were not updated")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -196,21 +230,35 @@ class TorchEngine:
         return {g["name"]: g["lr"] for g in self.optimizer.param_groups}
 
     def save(self, folder: Path) -> None:
-        """Rank 0 writes model.safetensors, optimizer.pt and scheduler.pt into `folder`."""
+        """Rank 0 writes model.safetensors, optimizer.pt and scheduler.pt into `folder`.
+
+        Raises:
+            CheckpointError: naming the file that could not be written and the cause.
+        """
         if not self.runtime.is_main:
             return
-        from safetensors.torch import save_model
-
-        save_model(self.inner.model, str(folder / "model.safetensors"))
-        torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
-        torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+        save_weights(self.inner.model, folder / "model.safetensors")
+        save_torch(self.optimizer.state_dict(), folder / "optimizer.pt")
+        save_torch(self.scheduler.state_dict(), folder / "scheduler.pt")
 
     def load(self, folder: Path) -> None:
+        """Restore model, optimizer and scheduler from `folder`.
+
+        Raises:
+            CheckpointError: naming the file that could not be read and the cause.
+        """
         from safetensors.torch import load_model
 
-        load_model(self.inner.model, str(folder / "model.safetensors"), strict=True, device=str(self.runtime.device))
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=self.runtime.device, weights_only=True))
-        self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+        with reading(folder / "model.safetensors"):
+            load_model(self.inner.model, str(folder / "model.safetensors"), strict=True, device=str(self.runtime.device))
+        with reading(folder / "optimizer.pt"):
+            self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=self.runtime.device, weights_only=True))
+        with reading(folder / "scheduler.pt"):
+            self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+
+    def apply_optim(self) -> None:
+        """Put this run's optimizer settings over the ones a checkpoint restored (an accepted change)."""
+        apply_optim(self.optimizer, self.scheduler, self.group_settings, self.optim)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The model's state dict on rank 0 (on CPU); {} on other ranks."""
@@ -258,6 +306,8 @@ class DeepSpeedEngine:
             # image_newline is read in OneVisionModel's methods, not in a child module's forward;
             # tell ZeRO-3 to gather it with the LossModule's forward.
             deepspeed.zero.register_external_parameter(module, module.model.image_newline)
+        self.group_settings = group_settings(groups)
+        self.optim = optim
         optimizer = build_optimizer(groups, optim)
         scheduler = build_scheduler(optimizer, optim, total_steps)
         self.module, self.optimizer, _, self.scheduler = deepspeed.initialize(
@@ -285,12 +335,20 @@ class DeepSpeedEngine:
 
     def save(self, folder: Path) -> None:
         """Every rank writes its shard under folder/deepspeed (model, optimizer, scheduler)."""
-        self.module.save_checkpoint(str(folder), tag="deepspeed")
+        try:
+            self.module.save_checkpoint(str(folder), tag="deepspeed")
+        except Exception as err:
+            raise CheckpointError(f"could not write {folder / 'deepspeed'}: {cause_of(err)}") from err
 
     def load(self, folder: Path) -> None:
-        path, _ = self.module.load_checkpoint(str(folder), tag="deepspeed", load_optimizer_states=True, load_lr_scheduler_states=True)
+        with reading(folder / "deepspeed"):
+            path, _ = self.module.load_checkpoint(str(folder), tag="deepspeed", load_optimizer_states=True, load_lr_scheduler_states=True)
         if path is None:
-            raise FileNotFoundError(f"{folder}: no DeepSpeed checkpoint under tag 'deepspeed'")
+            raise CheckpointError(f"{folder / 'deepspeed'}: no DeepSpeed checkpoint under tag 'deepspeed'")
+
+    def apply_optim(self) -> None:
+        """Put this run's optimizer settings over the ones a checkpoint restored (an accepted change)."""
+        apply_optim(self.optimizer, self.scheduler, self.group_settings, self.optim)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The whole model on rank 0 (ZeRO-3: gathered from every rank; all ranks must call)."""

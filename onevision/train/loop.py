@@ -1,21 +1,34 @@
 """The training loop: one function, read top to bottom, no callback framework.
 
-`train(run)` resumes from the latest checkpoint when there is one, then for every optimizer
-step pulls `grad_accum` micro-batches, runs forward and backward through the engine (single
-process, DDP or DeepSpeed), steps, logs, evaluates and checkpoints at explicit points. The
-objects it calls are built by `onevision.train.runner.build_run` from a stage config:
+`train(run)` resumes from the newest intact checkpoint when there is one, then for every
+optimizer step pulls `grad_accum` micro-batches, runs forward and backward through the engine
+(single process, DDP or DeepSpeed), steps, logs, evaluates and checkpoints at explicit points.
+The objects it calls are built by `onevision.train.runner.build_run` from a stage config:
 `run.engine`, `run.data`, `run.checkpointer`, `run.logger`, `run.evaluator`.
+
+The run stops (an error naming the cause; nothing saved or exported from that point) when
+- a step's loss is NaN or infinite (`NonFiniteError`, with the step and its samples), or the
+  gradient norm is (the engine refuses to step). Stopping rather than skipping: a non-finite
+  loss in a fixed-seed run recurs at the same step, and the last checkpoint is intact to resume
+  from after fixing the data or the learning rate;
+- more than `max_skipped_share` of the samples tried were skipped, checked every step once
+  `skipped_share_after` samples were tried and at the end of the run whatever the count
+  (`DataFailure`, with the counts by kind and the first reason);
+- a checkpoint cannot be written (`CheckpointError`, naming the file and the cause).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from onevision.train.checkpoint import Checkpointer
 from onevision.train.engine import Runtime
+from onevision.train.errors import NonFiniteError, TrainError
 from onevision.train.logger import TrainLogger
 from onevision.train.loss import chunks_needed
 from onevision.train.step import labelled_count, modality_losses
@@ -46,7 +59,17 @@ class TrainRun:
     evaluator: Callable[[Any], dict] | None = None
     """engine -> {'eval/loss': ...}; every rank calls it."""
     resume: bool = True
-    """Continue from the latest checkpoint when there is one."""
+    """Continue from the newest intact checkpoint when there is one."""
+    resume_from: Path | None = None
+    """The checkpoint chosen (and config-checked) by `resume.plan_resume`; None: choose in `train()`."""
+    apply_optim: bool = False
+    """After loading, put this run's optimizer settings over the checkpoint's (an accepted config change)."""
+    config: dict | None = None
+    """The stage config as plain data, saved in every checkpoint (what a resume compares with)."""
+    max_skipped_share: float = 1.0
+    """Stop when more than this share of the samples tried were skipped (1: never)."""
+    skipped_share_after: int = 1
+    """Samples tried before the share is checked each step."""
     stop_at: int | None = None
     """Leave after this step (a checkpoint is saved there); None runs to total_steps."""
     chunk_rows: int = 4096
@@ -64,14 +87,16 @@ class TrainRun:
 def train(run: TrainRun) -> list[float]:
     """Train until `run.total_steps`; returns the loss of each step run by this call."""
     engine, data, runtime = run.engine, run.data, run.runtime
-    state = run.checkpointer.load(engine) if run.resume else None
+    state = run.checkpointer.load(engine, run.resume_from) if run.resume else None
     step = state["step"] if state else 0
     if state:
+        if run.apply_optim:
+            engine.apply_optim()
         data.load_state_dict(state["data"])
         run.logger.load_state_dict(state["logger"])
+    end = check_span(run, step)
     run.logger.start(step)
     batches = data.micro_batches()
-    end = min(run.total_steps, run.stop_at or run.total_steps)
     while step < end:
         meter = StepMeter(started=time.perf_counter())
         learning_rates = engine.learning_rates()
@@ -86,6 +111,9 @@ def train(run: TrainRun) -> list[float]:
         step = run.step = step + 1
         scalars = meter.scalars(runtime, data.skipped()) | {"train/grad_norm": grad_norm}
         scalars |= {f"lr/{name}": lr for name, lr in learning_rates.items()}
+        if not math.isfinite(scalars["train/loss"]):
+            raise NonFiniteError(f"loss is {scalars['train/loss']} at step {step} (samples {meter.ids[:8]}); stopped before saving or exporting it")
+        data.check_skipped(run.max_skipped_share, run.skipped_share_after)
         run.losses.append(scalars["train/loss"])
         run.logger.log_step(step, scalars)
         last = step == end
@@ -93,10 +121,21 @@ def train(run: TrainRun) -> list[float]:
             run.logger.log_eval(step, run.evaluator(engine))
         if (run.checkpoint_every and step % run.checkpoint_every == 0) or last:
             trainer_state = {"data": data.state_dict(), "logger": run.logger.state_dict()}
-            run.checkpointer.save(step, engine, trainer_state)
+            run.checkpointer.save(step, engine, trainer_state, run.config)
     run.step = step
+    data.check_skipped(run.max_skipped_share, run.skipped_share_after, final=True)
     run.logger.close()
     return run.losses
+
+
+def check_span(run: TrainRun, step: int) -> int:
+    """The step this call stops after; refuses a resume that has nothing left to run by mistake."""
+    if step > run.total_steps:
+        raise TrainError(f"the checkpoint is at step {step}, past this run's {run.total_steps} steps (loop.steps / loop.epochs)")
+    end = run.total_steps if run.stop_at is None else min(run.total_steps, run.stop_at)
+    if run.stop_at is not None and step >= run.stop_at and step < run.total_steps:
+        raise TrainError(f"loop.stop_at={run.stop_at} is not after the resumed step {step}: nothing to train")
+    return end
 
 
 def head_chunks(batch, run: TrainRun, runtime: Runtime) -> int | None:
@@ -119,6 +158,7 @@ class StepMeter:
     slots: int = 0
     no_visual: int = 0
     modality: dict = field(default_factory=dict)
+    ids: list = field(default_factory=list)
 
     def add(self, batch, loss: float, per_modality: dict[str, tuple[float, int]]) -> None:
         self.loss_sum += loss
@@ -126,6 +166,7 @@ class StepMeter:
         self.tokens += batch.num_tokens
         self.slots += batch.input_ids.numel()
         self.no_visual += int(batch.visual is None or not batch.visual.plans)
+        self.ids.extend(batch.ids)
         for name, (total, count) in per_modality.items():
             seen = self.modality.get(name, (0.0, 0))
             self.modality[name] = (seen[0] + total, seen[1] + count)

@@ -4,7 +4,10 @@
     result = run_stage(load_stage("stage1", ["model.size=debug", "output_root=/tmp/runs"]))
     result.export_dir   # /tmp/runs/stage1/hf, the next stage's init_from
 
-Order: join the process group, seed, tokenizer and starting weights, attention back-end,
+Order: join the process group, seed, choose the checkpoint to resume from and check this
+config against the checkpoint's (`resume.py`: a refused resume stops before anything is built;
+output_dir/config.yaml is written only once the config is accepted), tokenizer and starting
+weights, attention back-end,
 gradient checkpointing, LoRA, trainable parameters and their optimizer groups, data, engine
 (single / DDP / DeepSpeed), checkpointer, logger, evaluator; then `train()`; then the export
 in the transformers llava_onevision layout (ZeRO-3 gathers the weights first; LoRA adapters
@@ -20,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from onevision.train.attention import (
     PACKED_KERNELS,
@@ -37,11 +39,14 @@ from onevision.train.engine import (
     start_runtime,
     stop_runtime,
 )
+from onevision.train.errors import DataFailure
 from onevision.train.logger import TrainLogger
 from onevision.train.loop import TrainRun, train
 from onevision.train.model_init import build_model, load_tokenizer
 from onevision.train.params import LORA_PARAM, add_lora, apply_trainable, param_groups
+from onevision.train.resume import plan_resume, record_start
 from onevision.train.step import LossModule
+from onevision.utils.dataclass_io import ConfigError
 
 
 @dataclass
@@ -75,20 +80,35 @@ def strategy_of(stage: StageConfig, world_size: int) -> str:
 
 
 def total_steps(stage: StageConfig, data: TrainData) -> int:
-    """Optimizer steps: loop.steps, else loop.epochs over the data."""
+    """Optimizer steps: loop.steps, else loop.epochs over the data.
+
+    Raises:
+        DataFailure: the data gives no micro-batch at all.
+        ConfigError: loop.epochs is too small a fraction for one optimizer step.
+    """
     if stage.loop.steps is not None:
         return stage.loop.steps
-    micro = math.floor(stage.loop.epochs * data.steps_per_epoch())
-    return max(1, micro // stage.loop.grad_accum)
+    per_epoch = data.steps_per_epoch()
+    if per_epoch == 0:
+        raise DataFailure(f"data recipe {stage.data.recipe} gives no micro-batches: every sample was skipped or it is empty")
+    steps = math.floor(stage.loop.epochs * per_epoch) // stage.loop.grad_accum
+    if steps < 1:
+        raise ConfigError(
+            f"loop.epochs={stage.loop.epochs} of {per_epoch} micro-batches per epoch with loop.grad_accum="
+            f"{stage.loop.grad_accum} gives no optimizer step"
+        )
+    return steps
 
 
 def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
     """Every object `train()` calls, plus what the export needs (model, tokenizer, peft wrapper)."""
     seed_everything(stage.loop.seed)
     output_dir = Path(stage.output_dir)
-    if runtime.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(yaml.safe_dump(stage_to_dict(stage), sort_keys=False))
+    config = stage_to_dict(stage)
+    checkpointer = Checkpointer(output_dir / "checkpoints", runtime, stage.checkpoint.keep_last)
+    # Before anything is built: a refused resume or a folder of broken checkpoints stops at once.
+    plan = plan_resume(config, stage.checkpoint.allow_changes, checkpointer) if stage.checkpoint.resume else None
+    record_start(output_dir, config, plan, runtime, stage.checkpoint.resume)
     tokenizer = load_tokenizer(stage.model)
     model = build_model(stage, tokenizer)
     attention = resolve_attention(stage.model.attention, runtime.device)
@@ -120,13 +140,13 @@ def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
         eval_loader = build_loader(stage.data, tokenizer, visual, runtime, stage.loop.seed, shuffle=False, recipe=stage.eval.recipe, progress=stage.logging.progress)
         evaluator = HeldOutLoss(eval_loader, runtime, stage.eval.batches, tokenizer.pad_token_id, stage.model.head_chunk_rows)
     logger = TrainLogger(
-        output_dir, stage.logging, steps, active=runtime.is_main, run_config=stage_to_dict(stage),
+        output_dir, stage.logging, steps, active=runtime.is_main, run_config=config,
         name=stage.name, log_every=stage.loop.log_every,
     )
     run = TrainRun(
         engine=engine,
         data=data,
-        checkpointer=Checkpointer(output_dir / "checkpoints", runtime, stage.checkpoint.keep_last),
+        checkpointer=checkpointer,
         logger=logger,
         runtime=runtime,
         total_steps=steps,
@@ -135,6 +155,11 @@ def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
         eval_every=stage.loop.eval_every,
         evaluator=evaluator,
         resume=stage.checkpoint.resume,
+        resume_from=plan.path if plan is not None else None,
+        apply_optim=bool(plan is not None and plan.accepted),
+        config=config,
+        max_skipped_share=stage.data.max_skipped_share,
+        skipped_share_after=stage.data.skipped_share_after,
         stop_at=stage.loop.stop_at,
         chunk_rows=stage.model.head_chunk_rows,
     )
