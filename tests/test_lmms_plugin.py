@@ -208,8 +208,9 @@ def test_generate_until_multi_round_follows_doc_to_text(setup):
 def test_llava_onevision_model_args_are_honoured(setup):
     _, _, docs, checkpoint = setup
     args = (
-        f"pretrained={checkpoint},max_frames_num=3,mm_spatial_pool_stride=1,video_decode_backend=pyav,dtype=bfloat16,"
-        "conv_template=qwen_1_5,model_name=llava_qwen,attn_implementation=eager,use_cache=False,truncate_context=False"
+        f"pretrained={checkpoint},max_frames_num=3,video_pool_stride=1,mm_spatial_pool_mode=average,mm_spatial_pool_stride=2,"
+        "video_decode_backend=pyav,dtype=bfloat16,conv_template=qwen_1_5,model_name=llava_qwen,attn_implementation=eager,"
+        "use_cache=False,truncate_context=False"
     )
     lmm = lmms_models.get_model("onevision").create_from_arg_string(args, {"device": "cpu", "batch_size": 1})
     pipe = lmm.pipe
@@ -217,14 +218,16 @@ def test_llava_onevision_model_args_are_honoured(setup):
     assert next(pipe.model.parameters()).dtype.is_floating_point and str(next(pipe.model.parameters()).dtype) == "torch.bfloat16"
     assert pipe.model.language_model.config._attn_implementation == "eager" and lmm.settings.use_cache is False
     video = pipe.prepare(as_request(docs, 1)).visual.plans[0]
-    assert video.frames == 3 and video.pool_stride == 1
+    assert video.frames == 3 and video.pool_stride == 1 and video.pool_mode == "average"
 
 
 @pytest.mark.parametrize(
     "argument, message",
     [
         ("conv_template=llava_v1", "qwen_1_5"),
-        ("mm_spatial_pool_mode=average", "bilinear"),
+        ("mm_spatial_pool_mode=median", "bilinear"),
+        ("mm_spatial_pool_stride=4", "video_pool_stride="),
+        ("attn_implementation=flash", "sdpa"),
         ("device_map=auto", "one device"),
         ("customized_config=cfg.json", "config.json"),
         ("max_pixels=1000", "anyres_max"),

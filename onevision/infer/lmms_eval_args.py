@@ -10,11 +10,16 @@ Accepted (ours first, then theirs -> ours):
     pretrained            checkpoint folder (any format `onevision.checkpoint` reads)
     device, device_map    one device ('cuda', 'cuda:1', 'cpu'); device_map='auto' is refused
     dtype, torch_dtype    bf16/bfloat16, fp16/float16, fp32/float32, auto (the stored dtype)
-    batch_size           requests decoded together (a number)
+    batch_size            requests decoded together (a number; 'auto' and max_batch_size refused)
     num_frames, max_frames_num, max_num_frames, fixed_num_frames
                           frames sampled uniformly per video (fewer when the clip has fewer)
-    mm_spatial_pool_stride  video pooling stride (the checkpoint's `visual.video_pool_stride`)
-    mm_spatial_pool_mode  'bilinear' only (what the model pools with)
+    video_pool_stride     video pooling stride (the checkpoint's `visual.video_pool_stride`)
+    mm_spatial_pool_mode  bilinear, average or max: video pooling (`visual.video_pool_mode`;
+                          omitted: the checkpoint's, where llava_onevision always sends bilinear)
+    mm_spatial_pool_stride  2 only: lmms-eval hands it to LLaVA-NeXT, whose video path pools with
+                          a fixed stride 2 whatever it says (`get_2dPool(image_feat)` in
+                          llava/model/llava_arch.py at df179663); other values are refused, and
+                          video_pool_stride pools with another stride here
     video_decode_backend  decord, pyav or auto
     attn_implementation   sdpa, eager or flash_attention_2
     use_cache             KV cache during generation
@@ -24,6 +29,11 @@ Accepted (ours first, then theirs -> ours):
     model_name            a Qwen model name (llava_qwen): the format itself is detected
     image_first=True, interleave_visuals=False, use_codec=False: what onevision does
     truncation, truncate_context: stored but never read by llava_onevision; no effect here either
+
+Refused, each with what onevision does instead (`REFUSED`): customized_config, min_pixels,
+max_pixels, fps, target_fps, messages_format, timestamp_decimals, max_length, use_codec=True
+and codec_*, MovieChat's short/long_memory_length, sliding_window_length, merge_frame_length,
+tmp_folder; and any value outside the lists above.
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ from typing import Any
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 VIDEO_BACKENDS = ("auto", "decord", "pyav")
+POOL_MODES = ("bilinear", "average", "max")
+ORIGINAL_POOL_STRIDE = 2
 DTYPE_NAMES = {
     "bf16": "bf16", "bfloat16": "bf16", "torch.bfloat16": "bf16",
     "fp16": "fp16", "float16": "fp16", "half": "fp16", "torch.float16": "fp16",
@@ -69,7 +81,6 @@ CODEC_REFUSAL = "onevision decodes videos with decord or PyAV (video_decode_back
 FIXED = {
     "conv_template": ("qwen_1_5", "onevision prompts with the checkpoint tokenizer's chat template (ChatML, i.e. qwen_1_5)"),
     "token_strategy": ("single", "onevision gives a video one <video> placeholder (token_strategy=single)"),
-    "mm_spatial_pool_mode": ("bilinear", "onevision pools video features bilinearly (mm_spatial_pool_mode=bilinear)"),
     "image_first": (True, MEDIA_FIRST),
     "interleave_visuals": (False, MEDIA_FIRST),
     "use_codec": (False, CODEC_REFUSAL),
@@ -101,6 +112,8 @@ class PluginSettings:
     """Frames sampled uniformly per video; None: the checkpoint's visual.frames_upbound."""
     video_pool_stride: int | None = None
     """Video pooling stride; None: the checkpoint's visual.video_pool_stride."""
+    video_pool_mode: str | None = None
+    """'bilinear', 'average' or 'max'; None: the checkpoint's visual.video_pool_mode."""
     video_backend: str = "auto"
     """'auto', 'decord' or 'pyav'."""
     attn_implementation: str | None = None
@@ -173,6 +186,16 @@ def _model_name(settings: PluginSettings, value: Any) -> None:
     settings.notes.append(f"model_name={value}: the checkpoint format is detected from its files")
 
 
+def _original_stride(settings: PluginSettings, value: Any) -> None:
+    if _positive_int("mm_spatial_pool_stride", value) != ORIGINAL_POOL_STRIDE:
+        raise ModelArgumentError(
+            f"model argument mm_spatial_pool_stride={value!r}: lmms-eval's llava_onevision hands it to LLaVA-NeXT, whose "
+            f"video path pools with a fixed stride {ORIGINAL_POOL_STRIDE} whatever it says (get_2dPool's default in "
+            "llava_arch.py); to pool with another stride here pass video_pool_stride="
+        )
+    settings.notes.append(f"mm_spatial_pool_stride={value}: the stride LLaVA-NeXT pools video with; the checkpoint's video_pool_stride is kept")
+
+
 def _batch_size(value: Any) -> int:
     if str(value).startswith("auto"):
         raise ModelArgumentError(f"batch_size={value!r}: onevision needs a number (requests decoded together)")
@@ -189,7 +212,8 @@ MAPPED: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "max_frames_num": ("num_frames", _positive_int),
     "max_num_frames": ("num_frames", _positive_int),
     "fixed_num_frames": ("num_frames", _positive_int),
-    "mm_spatial_pool_stride": ("video_pool_stride", _positive_int),
+    "video_pool_stride": ("video_pool_stride", _positive_int),
+    "mm_spatial_pool_mode": ("video_pool_mode", lambda n, v: _choice(n, v, POOL_MODES)),
     "video_decode_backend": ("video_backend", lambda n, v: _choice(n, v, VIDEO_BACKENDS)),
     "attn_implementation": ("attn_implementation", lambda n, v: _choice(n, v, ATTN_IMPLEMENTATIONS)),
     "use_cache": ("use_cache", _bool),
@@ -217,6 +241,8 @@ def parse_model_args(args: dict[str, Any]) -> PluginSettings:
             _device(settings, name, value)
         elif name == "model_name":
             _model_name(settings, value)
+        elif name == "mm_spatial_pool_stride":
+            _original_stride(settings, value)
         elif name in FIXED:
             expected, meaning = FIXED[name]
             if (_bool(name, value) if isinstance(expected, bool) else str(value)) != expected:
@@ -233,7 +259,7 @@ def parse_model_args(args: dict[str, Any]) -> PluginSettings:
         else:
             unknown.append(name)
     if unknown:
-        accepted = sorted({*MAPPED, "device", "device_map", "model_name", *FIXED, *NO_EFFECT})
+        accepted = sorted({*MAPPED, "device", "device_map", "model_name", "mm_spatial_pool_stride", *FIXED, *NO_EFFECT})
         raise ModelArgumentError(f"unknown model argument(s) {', '.join(sorted(unknown))}; onevision accepts {', '.join(accepted)}")
     if not settings.pretrained:
         raise ModelArgumentError("model argument pretrained= (the checkpoint folder) is required")

@@ -62,7 +62,7 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm.auto import tqdm
 
-from onevision.infer.lmms_eval_args import parse_model_args
+from onevision.infer.lmms_eval_args import ModelArgumentError, parse_model_args
 from onevision.infer.lmms_eval_requests import BAD_INPUT, Generator, visual_request
 
 # lmms-eval 0.7.3's evaluator passes every response through `unwrap_generation_output`, which
@@ -91,12 +91,17 @@ class OneVisionLMMS(lmms):
         device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
         config = InferenceConfig(system_prompt=settings.system_prompt, num_frames=settings.num_frames, video_backend=settings.video_backend)
         pipe = OneVision.from_pretrained(settings.pretrained, device=device, dtype=settings.dtype, config=config)
-        if settings.video_pool_stride is not None:
-            visual = dataclasses.replace(pipe.loader.settings, video_pool_stride=settings.video_pool_stride)
+        pooling = {"video_pool_stride": settings.video_pool_stride, "video_pool_mode": settings.video_pool_mode}
+        pooling = {k: v for k, v in pooling.items() if v is not None}
+        if pooling:
+            visual = dataclasses.replace(pipe.model.config.visual, **pooling)
             pipe = OneVision(pipe.model, pipe.tokenizer, dataclasses.replace(config, visual=visual), pipe.loader.normalization)
         if settings.attn_implementation is not None:
-            for part in (pipe.model.language_model, pipe.model.vision_tower.vision_model):
-                part.set_attn_implementation(settings.attn_implementation)
+            try:
+                for part in (pipe.model.language_model, pipe.model.vision_tower.vision_model):
+                    part.set_attn_implementation(settings.attn_implementation)
+            except (ImportError, ValueError) as error:
+                raise ModelArgumentError(f"model argument attn_implementation={settings.attn_implementation}: {error}") from None
         self.pipe = pipe
         self.settings = settings
         self.batch_size = settings.batch_size
