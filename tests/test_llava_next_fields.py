@@ -376,6 +376,36 @@ def test_base_image_aspect_ratios(aspect):
     assert torch.equal(preprocess_item(image, plan.items[0], 384)[0], expected)
 
 
+def test_video_pixels_match_the_siglip_processor():
+    frames = np.random.default_rng(3).integers(0, 256, (2, 30, 50, 3), dtype=np.uint8)
+    plan = plan_sample([VideoMedia(2)], settings_for()).items[0]
+    from PIL import Image
+
+    theirs = torch.stack([siglip_preprocess(Image.fromarray(frame)) for frame in frames])
+    assert torch.equal(preprocess_item(frames, plan, 384), theirs)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"image_grid_pinpoints": None}, "image_aspect_ratio 'anyres_max_9': needs image_grid_pinpoints"),
+        ({"image_grid_pinpoints": [[500, 384]]}, "image_grid_pinpoints .* is not a grid of 384 px crops"),
+        ({"image_grid_pinpoints": "[(1, 2, 3)]"}, "image_grid_pinpoints .* not a list of \\(width, height\\) pairs"),
+        ({"image_aspect_ratio": "anyres_max_0"}, "image_aspect_ratio 'anyres_max_0': N must be at least 1"),
+        ({"mm_patch_merge_type": "spatial_unpad_maxpool2x2"}, "mm_patch_merge_type"),
+        ({"mm_patch_merge_type": "spatial_unpad_nobase"}, "mm_patch_merge_type"),
+    ],
+)
+def test_layout_values_the_original_applies_otherwise_are_refused(fields, message):
+    with pytest.raises(CheckpointError, match=message):
+        settings_for(**fields)
+
+
+def test_merge_type_variants_that_behave_as_spatial_unpad():
+    # The original tests substrings: any 'spatial*unpad*' name without maxpool2x2 / nobase is spatial_unpad.
+    assert settings_for(mm_patch_merge_type="spatial_unpad_anyres_max_9") == settings_for()
+
+
 # ---------------------------------------------------------------- export
 
 def test_export_writes_what_the_original_reads_back():

@@ -31,6 +31,14 @@ applies the visual fields, and our settings for it:
   with 2.
 - `mm_newline_position` one_token / frame / grid / no_token -> video_newline video / frame / row
   / none (default 'one_token', as `getattr(self.config, "mm_newline_position", "one_token")`).
+- Images reach the original as a list of per-image tensors (its inference examples); a stacked
+  4-D tensor (lmms-eval with 'pad' / 'square') skips the merge branch and gets no newline. We
+  follow the list form: one newline after every base image.
+
+Not reproduced (no config value refuses them, so they are said here): the builder shrinks the
+embedding to `len(tokenizer)` rows (151,646 for the Qwen2 tokenizer against 152,064 stored),
+which renormalises log-probabilities over fewer ids; and `tokenizer_model_max_length` cuts
+longer embedded sequences, visual tokens included, where we never cut.
 """
 
 from __future__ import annotations
@@ -76,7 +84,8 @@ FIELDS: dict[str, str] = {
     "faster_token_stride": "no effect: read only with add_faster_video (refused)",
     "mm_use_im_start_end": "refused unless false (prompts would wrap images in <im_start>/<im_end>)",
     "tune_mm_mlp_adapter": "no effect: raises in the original only with mm_use_im_start_end (refused)",
-    "mm_use_im_patch_token": "no effect on prompts: adds <im_patch> to the tokenizer, never placed in a prompt",
+    "mm_use_im_patch_token": "no effect on prompts: adds <im_patch> to the tokenizer, never placed in a prompt "
+    "(the builder's resize_token_embeddings(len(tokenizer)) after it is not reproduced: we keep every stored row)",
     "tokenizer_model_max_length": "no effect here: the original cuts longer embedded sequences; we never cut visual tokens",
     "tokenizer_padding_side": "no effect: each row gets positions 0..len and a mask either way",
     "use_pos_skipping": "refused unless false (a training-time position trick)",
