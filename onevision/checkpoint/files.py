@@ -10,6 +10,10 @@ and dtype and reads it only when asked. From there:
 - `write_tensors(refs, folder)` writes `model.safetensors`, or `model-0000i-of-0000n.safetensors`
   shards plus `model.safetensors.index.json` past `max_shard_size`, reading one shard's tensors
   at a time (a conversion never holds the whole model).
+
+Beside the weights, a released folder carries its prompt format: `read_chat_template(folder)`
+finds the chat template as transformers' processor does (`chat_template.json`, the legacy
+processor file of the llava-hf releases, else `chat_template.jinja`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from onevision.model.config import ModelConfig
 
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
+CHAT_TEMPLATE_JSON = "chat_template.json"
+CHAT_TEMPLATE_JINJA = "chat_template.jinja"
 SHARD_PATTERN = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
 EMBED_KEY = "language_model.model.embed_tokens.weight"
 HEAD_KEY = "language_model.lm_head.weight"
@@ -148,6 +154,34 @@ def read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} does not hold a JSON object")
     return data
+
+
+def read_chat_template(folder: str | Path) -> str | None:
+    """The chat template saved in `folder` for its processor, None when there is none.
+
+    transformers' `ProcessorMixin.from_pretrained` (5.x) reads the legacy `chat_template.json`
+    (`{"chat_template": "..."}`) first and `chat_template.jinja` otherwise; so do we. A
+    tokenizer's own template (in `tokenizer_config.json`) is not looked at here.
+
+    Raises:
+        CheckpointError: a template file that is unreadable or holds no template string.
+    """
+    folder = Path(folder)
+    legacy, jinja = folder / CHAT_TEMPLATE_JSON, folder / CHAT_TEMPLATE_JINJA
+    if legacy.is_file():
+        template = read_json(legacy).get("chat_template")
+        if not isinstance(template, str) or not template:
+            raise CheckpointError(f"{legacy}: 'chat_template' must be a non-empty string, got {template!r}")
+        return template
+    if jinja.is_file():
+        try:
+            template = jinja.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise CheckpointError(f"cannot read {jinja}: {error}") from error
+        if not template.strip():
+            raise CheckpointError(f"{jinja} is empty")
+        return template
+    return None
 
 
 def resolve_tied_head(checkpoint: Checkpoint) -> Checkpoint:

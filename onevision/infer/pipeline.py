@@ -9,7 +9,11 @@
     pipe.choose("Which colour?", ["red", "green", "blue"], image="x.png").option
 
 Any checkpoint `onevision.checkpoint` reads (transformers' llava_onevision, original LLaVA-NeXT;
-format detected) with the tokenizer files saved beside it. A batch mixes scenarios freely: every
+format detected) with the tokenizer files saved beside it. Prompts are rendered as the
+checkpoint's own references render them (`onevision.infer.prompt`): a transformers-layout folder
+with the chat template it carries (the released llava-hf folders' typed-parts template included,
+so the ids equal `AutoProcessor.from_pretrained(folder)`'s), an original LLaVA-NeXT folder with
+LLaVA-NeXT's qwen_1_5 conversation. `InferenceConfig.prompt_format` overrides the choice. A batch mixes scenarios freely: every
 request is planned and encoded on its own, the prompts are left-padded and decoded together with
 a KV cache (`onevision.model.generate`), each stopping at `<|im_end|>`.
 
@@ -24,6 +28,7 @@ Multiple choice (`choose`) compares log-likelihoods, never parses generated text
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +41,7 @@ from onevision.budget import VisualSettings
 from onevision.data.template import insert_time_instruction, time_instruction
 from onevision.infer.inputs import LoadedMedia, MediaLoader, Request
 from onevision.infer.likelihood import Score, score_continuations
-from onevision.infer.prompt import LETTERS, PromptEncoder, multiple_choice_prompt, with_placeholders
+from onevision.infer.prompt import LETTERS, PROMPT_FORMATS, PromptEncoder, multiple_choice_prompt, with_placeholders
 from onevision.model.generate import GenerationSettings, generate_batch
 from onevision.model.inputs import VisualBatch
 from onevision.processing import ImageNormalization
@@ -57,6 +62,8 @@ class InferenceConfig:
 
     system_prompt: str | None = None
     """System turn for requests without one; None keeps the chat template's default."""
+    prompt_format: str = "auto"
+    """'auto' (from the checkpoint's layout), 'chat_template' or 'qwen_1_5'; see `onevision.infer.prompt`."""
     num_frames: int | None = None
     """Frames sampled uniformly per video; None: the checkpoint's `visual.frames_upbound`."""
     video_backend: str = "auto"
@@ -146,12 +153,25 @@ class OneVision:
         tokenizer: its tokenizer (ChatML template used when it carries none).
         config: prompt and media settings.
         normalization: the vision tower's pixel normalisation (SigLIP's by default).
+        chat_template: the template prompts are rendered with; None: the tokenizer's.
+
+    Raises:
+        ValueError: an unknown `config.prompt_format`.
     """
 
-    def __init__(self, model, tokenizer, config: InferenceConfig | None = None, normalization: ImageNormalization | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        config: InferenceConfig | None = None,
+        normalization: ImageNormalization | None = None,
+        chat_template: str | None = None,
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config or InferenceConfig()
+        if self.config.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"InferenceConfig.prompt_format must be one of {PROMPT_FORMATS}, got {self.config.prompt_format!r}")
         model_config = model.config
         param = next(model.parameters())
         self.loader = MediaLoader(
@@ -161,7 +181,14 @@ class OneVision:
             video_backend=self.config.video_backend,
             dtype=param.dtype,
         )
-        self.encoder = PromptEncoder(tokenizer, model_config.image_token_id, model_config.video_token_id, self.config.system_prompt)
+        self.encoder = PromptEncoder(
+            tokenizer,
+            model_config.image_token_id,
+            model_config.video_token_id,
+            self.config.system_prompt,
+            chat_template=chat_template,
+            prompt_format=self.config.prompt_format,
+        )
         vocab = tokenizer.get_vocab()
         self.im_end_id = vocab.get(IM_END)
         stops = {self.im_end_id, tokenizer.eos_token_id} - {None}
@@ -198,13 +225,20 @@ class OneVision:
             TokenizerNotFound: no tokenizer in the folder and none given.
         """
         from onevision.checkpoint import detect_format, load_checkpoint
+        from onevision.checkpoint.files import read_chat_template
 
         path = Path(path)
-        detect_format(path)  # a missing folder or an unknown format says so before the tokenizer is looked for
+        layout = detect_format(path)  # a missing folder or an unknown format says so before the tokenizer is looked for
+        config = config or InferenceConfig()
+        if config.prompt_format == "auto":
+            config = dataclasses.replace(config, prompt_format="qwen_1_5" if layout == "llava-next" else "chat_template")
+        chat_template = read_chat_template(path)
         if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+            if chat_template is None and tokenizer is not None:
+                chat_template = read_chat_template(tokenizer)
             tokenizer = load_tokenizer(path if tokenizer is None else tokenizer)
         model = load_checkpoint(path, device=device, dtype=resolve_dtype(dtype), progress=progress)
-        return cls(model, tokenizer, config, ImageNormalization.from_pretrained_dir(path))
+        return cls(model, tokenizer, config, ImageNormalization.from_pretrained_dir(path), chat_template=chat_template)
 
     @property
     def device(self) -> torch.device:

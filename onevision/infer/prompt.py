@@ -1,16 +1,33 @@
 """Inference prompts: a conversation that ends with a question -> token ids with visual runs.
 
-The conversation is rendered by the tokenizer's chat template (ChatML,
-`onevision.tokenizer.CHATML_TEMPLATE` when the tokenizer carries none) with the generation
-prompt `<|im_start|>assistant\\n` at the end. The rendered text is split at its `<image>` /
-`<video>` placeholders; the text pieces are tokenised and each placeholder becomes a run of
-`plan.tokens` copies of the model's `image_token_id` / `video_token_id`. Splitting before
-tokenising means the placeholder ids come from the model config, so a tokenizer that never
-learned `<image>` (the original LLaVA-NeXT ones) still works; where the tokenizer has them as
-special tokens the ids are the same as tokenising the whole text.
+Which template renders the conversation (`PROMPT_FORMATS`; `OneVision.from_pretrained` picks
+it from the checkpoint's layout, `InferenceConfig.prompt_format` overrides):
 
-Placeholders follow the LLaVA data convention: a question without any gets one `<image>\\n`
-per image and `<video>\\n` for the video in front of its text; a question that has them must
+* 'chat_template' (transformers `llava_onevision` folders, ours included): the folder's own chat
+  template, looked up as transformers' processor does (`chat_template.json`, else
+  `chat_template.jinja`; `onevision.checkpoint.files.read_chat_template`), else the tokenizer's,
+  else `onevision.tokenizer.CHATML_TEMPLATE`. A template that renders string content (ours,
+  Qwen2's) gets each turn's text as it is; one that does not (the released llava-hf OneVision
+  template renders only typed parts, `<|im_start|>user <image>\n...` with no system turn) gets
+  typed parts: one `{"type": "image"}` / `{"type": "video"}` per placeholder (with the "\n"
+  after it) and `{"type": "text"}` for the text around them, as transformers' processor is fed.
+  So the prompt ids equal those of `AutoProcessor.from_pretrained(folder)`.
+* 'qwen_1_5' (original LLaVA-NeXT `llava_qwen` folders): LLaVA-NeXT's `conv_qwen` conversation
+  (`conv_templates["qwen_1_5"]`, SeparatorStyle.CHATML, the template those checkpoints were
+  trained and evaluated with): "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n",
+  then "<|im_start|>role\ntext<|im_end|>\n" per turn and "<|im_start|>assistant\n", whatever
+  template the tokenizer carries.
+
+The generation prompt `<|im_start|>assistant\n` ends every prompt. The rendered text is split at
+its `<image>` / `<video>` placeholders; the text pieces are tokenised and each placeholder
+becomes a run of `plan.tokens` copies of the model's `image_token_id` / `video_token_id`.
+Splitting before tokenising means the placeholder ids come from the model config, so a tokenizer
+that never learned `<image>` (the original LLaVA-NeXT ones, which splice at id -200 in
+`tokenizer_image_token`) still works; where the tokenizer has them as special tokens the ids are
+the same as tokenising the whole text.
+
+Placeholders follow the LLaVA data convention: a question without any gets one `<image>\n`
+per image and `<video>\n` for the video in front of its text; a question that has them must
 have one per item (a video's may be written `<image>`, as the official video data does).
 
 Multiple choice (LLaVA-OneVision's lmms-eval prompt): the options are listed one per line as
@@ -24,9 +41,12 @@ from typing import Sequence
 
 import torch
 
-from onevision.tokenizer import CHATML_TEMPLATE, IMAGE_TOKEN, VIDEO_TOKEN
+from onevision.tokenizer import CHATML_TEMPLATE, DEFAULT_SYSTEM_PROMPT, IM_END, IM_START, IMAGE_TOKEN, VIDEO_TOKEN
 
 PLACEHOLDER = re.compile(re.escape(IMAGE_TOKEN) + "|" + re.escape(VIDEO_TOKEN))
+# A placeholder with the "\n" that follows it in the LLaVA convention: one typed part.
+PART = re.compile("(" + re.escape(IMAGE_TOKEN) + "|" + re.escape(VIDEO_TOKEN) + ")\n?")
+PROMPT_FORMATS = ("auto", "chat_template", "qwen_1_5")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -72,22 +92,92 @@ def with_placeholders(turns: Sequence[tuple[str, str]], num_images: int, has_vid
     return turns
 
 
+def typed_parts(text: str) -> list[dict]:
+    """A turn's text as transformers' typed content parts, placeholders (and their "\\n") as media parts.
+
+    "<image>\\n<image>\\nCompare." -> [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare."}]
+    """
+    parts: list[dict] = []
+    pieces = PART.split(text)
+    for k, piece in enumerate(pieces):
+        if k % 2:
+            parts.append({"type": "video" if piece == VIDEO_TOKEN else "image"})
+        elif piece:
+            parts.append({"type": "text", "text": piece})
+    return parts
+
+
+def renders_strings(tokenizer, chat_template: str) -> bool:
+    """Whether `chat_template` prints a message whose content is a plain string.
+
+    The released llava-hf OneVision template selects typed parts only, so string content
+    renders nothing; a template that fails on strings counts as typed-parts only too.
+    """
+    probe = "onevision-probe-7f3a"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": probe}], chat_template=chat_template, tokenize=False, add_generation_prompt=True
+        )
+    except Exception:  # jinja raises its own error types on templates that index into content parts
+        return False
+    return probe in text
+
+
+def qwen_1_5_prompt(messages: Sequence[dict]) -> str:
+    """LLaVA-NeXT's `conv_qwen` ("qwen_1_5") prompt for string `messages`, generation prompt included.
+
+    LLaVA-NeXT llava/conversation.py at df179663ae8b83207df100a1f7af24caec633ff9: system
+    "<|im_start|>system\\nYou are a helpful assistant.", roles "<|im_start|>user" /
+    "<|im_start|>assistant", sep "<|im_end|>"; SeparatorStyle.CHATML renders
+    system + sep + "\\n", then role + "\\n" + message + sep + "\\n" per message, and role + "\\n"
+    for the empty assistant message that asks for the answer. A system message replaces the
+    default system text.
+    """
+    system = DEFAULT_SYSTEM_PROMPT
+    if messages and messages[0]["role"] == "system":
+        system, messages = messages[0]["content"], messages[1:]
+    text = f"{IM_START}system\n{system}{IM_END}\n"
+    for message in messages:
+        text += f"{IM_START}{message['role']}\n{message['content']}{IM_END}\n"
+    return text + f"{IM_START}assistant\n"
+
+
 class PromptEncoder:
-    """Renders conversations with a chat template and expands placeholders to planned runs.
+    """Renders conversations with a chat template (or LLaVA-NeXT's qwen_1_5) and expands placeholders to planned runs.
 
     Args:
         tokenizer: a `transformers` tokenizer.
         image_token_id, video_token_id: the model's placeholder ids.
         system_prompt: system turn for conversations without one; None keeps the template's
-            default ("You are a helpful assistant." for ChatML).
+            default ("You are a helpful assistant." for ChatML and qwen_1_5, none for the released
+            llava-hf template).
+        chat_template: the template to render with ('chat_template' format); None: the
+            tokenizer's, else `CHATML_TEMPLATE`.
+        prompt_format: 'chat_template' or 'qwen_1_5' (see the module docstring); 'auto' means
+            'chat_template' here (`OneVision.from_pretrained` resolves it from the layout).
+
+    Raises:
+        ValueError: an unknown prompt_format.
     """
 
-    def __init__(self, tokenizer, image_token_id: int, video_token_id: int, system_prompt: str | None = None):
+    def __init__(
+        self,
+        tokenizer,
+        image_token_id: int,
+        video_token_id: int,
+        system_prompt: str | None = None,
+        chat_template: str | None = None,
+        prompt_format: str = "chat_template",
+    ):
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
         self.tokenizer = tokenizer
         self.image_token_id = image_token_id
         self.video_token_id = video_token_id
         self.system_prompt = system_prompt
-        self.chat_template = getattr(tokenizer, "chat_template", None) or CHATML_TEMPLATE
+        self.prompt_format = "chat_template" if prompt_format == "auto" else prompt_format
+        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None) or CHATML_TEMPLATE
+        self.typed = self.prompt_format == "chat_template" and not renders_strings(tokenizer, self.chat_template)
 
     def render(self, turns: Sequence[tuple[str, str]]) -> str:
         """The prompt text: every turn, then the assistant's generation prompt."""
@@ -100,6 +190,10 @@ class PromptEncoder:
             raise ValueError("an inference conversation must end with a user turn")
         if self.system_prompt is not None and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": self.system_prompt})
+        if self.prompt_format == "qwen_1_5":
+            return qwen_1_5_prompt(messages)
+        if self.typed:
+            messages = [{"role": m["role"], "content": typed_parts(m["content"])} for m in messages]
         return self.tokenizer.apply_chat_template(
             messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
         )
