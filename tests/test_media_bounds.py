@@ -17,6 +17,7 @@ import textwrap
 import tracemalloc
 
 import pytest
+from PIL import Image
 from media_factory import (
     make_forged_frame_count_mp4,
     make_image,
@@ -29,6 +30,7 @@ from media_factory import (
 
 from onevision.data.media import MediaError, image_size, load_image, load_video, sample_frame_indices, video_info
 from onevision.data.media import decord_reader
+from onevision.data.media import video as video_module
 
 BACKENDS = ("pyav", "decord")
 
@@ -138,19 +140,23 @@ def test_uncapped_sampling_past_the_limit_is_refused():
 BOUNDED_LOAD = textwrap.dedent(
     """
     import json, resource, sys
-    from onevision.data.media import MediaError, load_video
+    from onevision.data.media import MediaError, load_image, load_video
 
     def mapped():
         with open("/proc/self/status") as status:
             return {k: int(v.split()[0]) * 1024 for k, v in (l.split(":", 1) for l in status) if k in ("VmSize", "VmHWM")}
 
-    path, size, backend = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    path, size, backend, headroom = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     baseline = mapped()
-    cap = baseline["VmSize"] + (1 << 30)
+    cap = baseline["VmSize"] + headroom
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     try:
-        clip = load_video(path, frames_upbound=32, force_sample=True, size=size, backend=backend)
-        result = {"shape": list(clip.frames.shape), "backend": clip.backend}
+        if backend == "image":
+            image = load_image(path)
+            result = {"shape": [image.height, image.width, len(image.getbands())]}
+        else:
+            clip = load_video(path, frames_upbound=32, force_sample=True, size=size, backend=backend)
+            result = {"shape": list(clip.frames.shape), "backend": clip.backend}
     except MediaError as error:
         result = {"error": str(error)}
     result["rss_growth"] = mapped()["VmHWM"] - baseline["VmHWM"]
@@ -159,11 +165,12 @@ BOUNDED_LOAD = textwrap.dedent(
 )
 
 
-def bounded_load(path, size, backend):
-    """load_video in a subprocess capped at 1 GiB of address space above its baseline."""
+def bounded_load(path, size, backend, headroom=1 << 30):
+    """load_video (load_image for backend "image") in a subprocess whose address space is
+    capped at ``headroom`` bytes above its baseline after imports."""
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # glibc reserves 64 MB per thread arena
     done = subprocess.run(
-        [sys.executable, "-c", BOUNDED_LOAD, str(path), json.dumps(size), backend],
+        [sys.executable, "-c", BOUNDED_LOAD, str(path), json.dumps(size), backend, str(headroom)],
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -172,8 +179,10 @@ def bounded_load(path, size, backend):
 
 @pytest.fixture(scope="module")
 def huge(tmp_path_factory):
-    """24 MJPEG frames of 4096x4096: 32 sampled frames at full size would take 1.6 GB."""
-    return make_mjpeg(tmp_path_factory.mktemp("huge") / "huge.mkv", width=4096, height=4096, frames=24)
+    """12 MJPEG frames of 4096x4096 (3 MB): 32 frames sampled from them (force_sample repeats
+    frames) take 1.6 GB at full size, above the 1 GiB cap. 8192x8192 goes the same way; a
+    quarter of its pixels keeps the decoding fast."""
+    return make_mjpeg(tmp_path_factory.mktemp("huge") / "huge.mkv", width=4096, height=4096, frames=12)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -192,6 +201,22 @@ def test_pixel_ceiling_refuses_before_decoding(huge):
     with pytest.raises(MediaError, match="4096x4096 = 16777216 pixels, above the ceiling of 1000000 pixels"):
         load_video(huge, num_frames=4, max_frame_pixels=1_000_000)
     assert load_video(huge, num_frames=2, size=1000, max_frame_pixels=1_000_000).frames.shape == (2, 1000, 1000, 3)
+
+
+def test_clip_ceiling_refuses_before_decoding(huge, monkeypatch):
+    monkeypatch.setattr(video_module, "MAX_CLIP_BYTES", 10 << 20)
+    with pytest.raises(MediaError, match=r"32 frames at 384x384 need 0\.0 GiB, above the 0 GiB ceiling"):
+        load_video(huge, frames_upbound=32, force_sample=True, size=384)
+    assert load_video(huge, frames_upbound=4, force_sample=True, size=384).num_frames == 4
+
+
+def test_image_out_of_memory_is_a_media_error(tmp_path):
+    # 5000x5000 greyscale decodes in 25 MB; its RGB conversion needs 75 MB more.
+    path = tmp_path / "big_grey.jpg"
+    Image.new("L", (5000, 5000), 90).save(path, quality=50)
+    result = bounded_load(path, None, "image", headroom=70 << 20)
+    assert result.get("error", "").endswith("out of memory decoding a 5000x5000 image"), result
+    assert bounded_load(path, None, "image", headroom=1 << 30)["shape"] == [5000, 5000, 3]
 
 
 # ----------------------------------------------------------------------------- file names
@@ -226,3 +251,38 @@ def test_decord_out_of_memory_falls_back_to_pyav(tmp_path, monkeypatch):
     with decord_reader.DecordReader(path) as reader, pytest.raises(MediaError, match="decord ran out of memory"):
         reader.read([0, 1])
     assert load_video(path, num_frames=6, backend="decord").backend == "pyav"
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_training_skips_and_counts_hostile_videos_and_keeps_the_rest(whole, tmp_path):
+    from onevision.data.dataset import DataConfig, OneVisionDataset, Skipped
+    from onevision.data.records import Record, Turn
+    from onevision.model.config import preset
+    from onevision.tokenizer import train_small_tokenizer
+
+    videos = {
+        "truncated": truncate(whole["webm"], tmp_path / "cut.webm", 0.6),
+        "forged": make_forged_frame_count_mp4(tmp_path / "forged.mp4"),
+        "non_utf8": non_utf8_copy(make_video(tmp_path / "fine.mp4", frames=6, fps=2), tmp_path),
+    }
+    turns = [Turn("user", "<video>\nWhat happens?"), Turn("assistant", "Colours change.")]
+    records = [
+        Record(id=name, turns=turns, video=str(path), modality="video", source="part.json", index=i)
+        for i, (name, path) in enumerate(videos.items())
+    ]
+    tokenizer = train_small_tokenizer(["What happens?", "Colours change."] * 20, vocab_size=300)
+    dataset = OneVisionDataset(records, tokenizer, DataConfig(visual=preset("debug").visual))
+    items = {record.id: dataset[i] for i, record in enumerate(records)}
+    for name, words in (("truncated", "header declares 5.000 s but the packets end at"),
+                        ("forged", f"header declares {2**31} frames")):  # fmt: skip
+        item = items[name]
+        assert isinstance(item, Skipped) and item.kind == "media", item
+        assert item.file == str(videos[name]) and words in item.reason
+    assert not isinstance(items["non_utf8"], Skipped)
+    assert items["non_utf8"].pixel_values.shape[0] == items["non_utf8"].plans[0].frames
+    # Planning (headers and packets, nothing decoded) already finds both.
+    lengths = dataset.lengths()
+    assert lengths[0] == lengths[1] == 0 and lengths[2] == len(items["non_utf8"].input_ids)
+    assert [skip.id for skip in dataset.known_bad()] == ["truncated", "forged"]

@@ -48,22 +48,29 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """Decode ``path`` fully into an upright 8-bit RGB PIL image.
 
     Raises:
-        MediaError: the file is missing, empty, not an image PIL recognises, truncated or
-            otherwise undecodable; the message names the file and the cause.
+        MediaError: the file is missing, empty, not an image PIL recognises, truncated,
+            otherwise undecodable, or too big for the memory left (PIL refuses more than
+            twice ``Image.MAX_IMAGE_PIXELS`` pixels before decoding); the message names the
+            file and the cause.
     """
     path = check_readable_file(path)
+    size = None
     try:
         with Image.open(path) as image:
+            size = image.size
             image.seek(0)
             image.load()
             upright = ImageOps.exif_transpose(image)
+        return to_rgb(upright)
     except UnidentifiedImageError:
         raise MediaError(
             path, f"not an image format PIL recognises (file starts with {describe_head(path)})"
         ) from None
     except _DECODE_ERRORS as error:
         raise MediaError(path, f"image cannot be decoded: {error}") from error
-    return to_rgb(upright)
+    except MemoryError:
+        where = f" a {size[0]}x{size[1]} image" if size else ""
+        raise MediaError(path, f"out of memory decoding{where}") from None
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
