@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import socket
@@ -16,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
 from onevision.checkpoint import CheckpointError, convert, detect_format, load_hf, read_config, save_hf
-from onevision.cli import convert as cli
+from onevision.cli.main import main
 from onevision.model.onevision import OneVisionModel, qwen2_config
 from onevision.tokenizer import train_small_tokenizer
 
@@ -32,10 +31,7 @@ def _offline(monkeypatch):
 
 
 def _cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers())
-    args = parser.parse_args(["convert", *argv])
-    return args.func(args)
+    return main(["convert", *argv])
 
 
 def _data_bytes(path) -> int:
@@ -109,7 +105,7 @@ def test_components_to_hf(tmp_path):
 
 def test_unknown_formats_name_the_folder(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert _cli(str(tmp_path / "empty"), str(tmp_path / "out"), "--to", "hf") == 1
+    assert _cli(str(tmp_path / "empty"), str(tmp_path / "out"), "--to", "hf") == 2
     error = capsys.readouterr().err
     assert str(tmp_path / "empty") in error and "config.json" in error and "llava_onevision" in error
     (tmp_path / "other").mkdir()
@@ -128,7 +124,7 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path, capsys):
     del state["language_model.model.norm.weight"]
     state["language_model.model.layers.7.mlp.up_proj.weight"] = torch.zeros(2, 2)
     save_file(state, str(tmp_path / "hf" / "model.safetensors"))
-    assert _cli(str(tmp_path / "hf"), str(tmp_path / "next"), "--to", "llava-next") == 1
+    assert _cli(str(tmp_path / "hf"), str(tmp_path / "next"), "--to", "llava-next") == 2
     error = capsys.readouterr().err
     assert "missing keys (1): ['language_model.model.norm.weight']" in error
     assert "unexpected keys (1): ['language_model.model.layers.7.mlp.up_proj.weight']" in error

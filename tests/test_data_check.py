@@ -1,21 +1,17 @@
 """`onevision data check`: every bad record listed with its file and reason, nothing else;
 exit status 1 with bad records, 0 for a clean recipe."""
 
-import argparse
 import json
 
 import pytest
 from test_dataset import CORPUS, good_records, write_recipe, written_records
 
-from onevision.cli import data as data_cli
+from onevision.cli.main import main
 from onevision.tokenizer import train_small_tokenizer
 
 
 def run_cli(argv):
-    parser = argparse.ArgumentParser(prog="onevision")
-    data_cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return main(argv)
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,20 @@
 """`onevision video-qa`: a folder with broken videos finishes and records their errors; a rerun
-answers only what is missing; questions with options are answered by likelihood."""
+answers only what is missing; questions with options are answered by likelihood; answers are
+flushed one by one, so a crash keeps what was answered; names that are not UTF-8 are written
+as \\xNN escapes."""
 
 import json
+import os
 import shutil
 
 import pytest
 
 from helpers_model import single_thread  # noqa: F401  (autouse fixture)
 from media_factory import make_broken, make_video
+from onevision.cli.errors import EXIT_INTERNAL
 from onevision.cli.main import main
 from onevision.infer.debug import save_debug_checkpoint
+from onevision.infer.pipeline import OneVision
 
 BROKEN = ("zero_byte_video", "text_mp4", "truncated_mp4")
 
@@ -85,3 +90,76 @@ def test_options_answered_by_likelihood(checkpoint, videos, tmp_path, capsys):
     assert q1["scores"]["ABC".index(q1["choice"])] == max(q1["scores"])
     assert isinstance(lines["q2"]["answer"], str) and "scores" not in lines["q2"]
     assert lines["q3"]["answer"] is None and "text.mp4" in lines["q3"]["error"]
+
+
+def test_undecodable_file_name_is_answered_and_resumed(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    make_video(folder / "a.mp4", width=32, height=24, frames=4)
+    shutil.copy(folder / "a.mp4", os.fsdecode(bytes(folder) + b"/caf\xe9.mp4"))  # Latin-1, not UTF-8
+    out = tmp_path / "answers.jsonl"
+    assert run(checkpoint, "--videos", folder, "--question", "What?", "--out", out) == 0
+    assert "answered 2, failed 0" in capsys.readouterr().out
+    lines = {line["id"]: line for line in json.loads("[" + ",".join(out.read_bytes().decode("utf-8").splitlines()) + "]")}
+    assert sorted(lines) == ["a.mp4", "caf\\xe9.mp4"]
+    assert lines["caf\\xe9.mp4"]["video"].endswith("clips/caf\\xe9.mp4") and isinstance(lines["caf\\xe9.mp4"]["answer"], str)
+    assert run(checkpoint, "--videos", folder, "--question", "What?", "--out", out) == 0
+    assert "answered 0, failed 0, skipped 2" in capsys.readouterr().out
+
+
+def test_crash_keeps_answers_and_rerun_finishes(checkpoint, videos, tmp_path, monkeypatch, capsys):
+    """The model fails for good in the second batch: the first batch's answers are on disk."""
+    calls = []
+    real = OneVision.generate_prepared
+
+    def second_call_fails(self, prepared, settings):
+        calls.append(len(prepared))
+        if len(calls) == 2:
+            raise RuntimeError("device lost")
+        return real(self, prepared, settings)
+
+    monkeypatch.setattr(OneVision, "generate_prepared", second_call_fails)
+    out = tmp_path / "answers.jsonl"
+    args = ("--videos", videos, "--question", "What?", "--out", out, "--batch-size", 2, "--decode-workers", 0)
+    assert run(checkpoint, *args) == EXIT_INTERNAL
+    assert "device lost" in capsys.readouterr().err
+    first = read_lines(out)
+    answered = [line["id"] for line in first if line["answer"] is not None]
+    assert len(answered) == calls[0] == 2  # sorted order: a.mp4, b.mp4 form the first batch
+    # The second batch's broken video was written before its model call failed.
+    assert [line["id"] for line in first if line.get("error")] == ["text.mp4"]
+    monkeypatch.setattr(OneVision, "generate_prepared", real)
+    assert run(checkpoint, *args) == 0
+    summary = capsys.readouterr().out
+    assert f"skipped {len(first)}" in summary
+    ids = [line["id"] for line in read_lines(out)]
+    assert len(ids) == len(set(ids)) == 6
+
+
+def test_batch_failure_is_retried_one_by_one(checkpoint, videos, tmp_path, monkeypatch, capsys):
+    """Bad input that fails a whole batch call fails only its own video."""
+    real = OneVision.generate_prepared
+
+    def rejects_b(self, prepared, settings):
+        if any(p.request.id == "b.mp4" for p in prepared):
+            raise ValueError("b.mp4: prompt too long")
+        return real(self, prepared, settings)
+
+    monkeypatch.setattr(OneVision, "generate_prepared", rejects_b)
+    out = tmp_path / "answers.jsonl"
+    assert run(checkpoint, "--videos", videos, "--question", "What?", "--out", out, "--batch-size", 3) == 0
+    assert "answered 2, failed 4" in capsys.readouterr().out
+    lines = {line["id"]: line for line in read_lines(out)}
+    assert lines["b.mp4"]["answer"] is None and "prompt too long" in lines["b.mp4"]["error"]
+    assert isinstance(lines["a.mp4"]["answer"], str) and isinstance(lines["sub/c.mkv"]["answer"], str)
+
+
+def test_line_cut_inside_a_character_is_asked_again(checkpoint, videos, tmp_path, capsys):
+    out = tmp_path / "answers.jsonl"
+    whole = json.dumps({"id": "a.mp4", "answer": "ok"}) + "\n"
+    cut = json.dumps({"id": "b.mp4", "answer": "caf\u00e9"}, ensure_ascii=False).encode()[:-3]  # inside the 'é'
+    out.write_bytes(whole.encode() + cut)
+    assert run(checkpoint, "--videos", videos, "--question", "What?", "--out", out) == 0
+    assert "skipped 1" in capsys.readouterr().out
+    ids = [json.loads(line)["id"] for line in out.read_bytes().decode("utf-8", "replace").splitlines()[2:]]
+    assert "b.mp4" in ids and "a.mp4" not in ids

@@ -14,13 +14,23 @@ tokenizer in the source folder (or given with --tokenizer) is written beside the
 from __future__ import annotations
 
 import argparse
-import sys
+import re
 from pathlib import Path
 
-from onevision.checkpoint.convert import DTYPES, FORMATS, convert
-from onevision.checkpoint.files import CheckpointError
+from onevision.checkpoint.convert import DTYPES, FORMATS, convert, detect_format
+from onevision.checkpoint.files import read_json
+from onevision.cli.errors import InputError, reading, show_path
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+_SHARD_SIZE = re.compile(r"\s*([0-9]+)\s*([KMGT]B)?\s*", re.IGNORECASE)
+
+
+def parse_shard_size(text: str) -> str:
+    """An argparse type: a byte count, or a count and KB / MB / GB / TB ('5GB'), as transformers reads it."""
+    match = _SHARD_SIZE.fullmatch(text)
+    if match is None or int(match.group(1)) < 1:
+        raise argparse.ArgumentTypeError(f"expected a size such as 5GB, 500MB or a byte count, got {text!r}")
+    return f"{int(match.group(1))}{(match.group(2) or '').upper()}" if match.group(2) else match.group(1)
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -47,7 +57,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="with --llm: SigLIP layer used as features, later layers dropped (-2 as LLaVA-OneVision; default -1)",
     )
     parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder to write beside the weights (default: the source's, if any)")
-    parser.add_argument("--max-shard-size", default="5GB", help="shard the weights past this size (default 5GB)")
+    parser.add_argument("--max-shard-size", type=parse_shard_size, default="5GB", help="shard the weights past this size (default 5GB)")
     parser.set_defaults(func=run)
     return parser
 
@@ -55,27 +65,41 @@ def register(subparsers) -> argparse.ArgumentParser:
 def _load_tokenizer(folder: Path | None):
     if folder is None or not any((folder / name).is_file() for name in _TOKENIZER_FILES):
         return None
+    config = folder / "config.json"
+    if config.is_file():
+        read_json(config)  # a list or broken JSON there fails transformers' loader with a TypeError
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(folder)
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except Exception as error:
+        # Whatever a third-party loader raises on broken files is bad input here, not a bug of ours.
+        raise InputError(f"cannot read the tokenizer in {show_path(folder)}: {type(error).__name__}: {error}") from error
 
 
 def run(args: argparse.Namespace) -> int:
-    """Convert; 0 on success, 2 on bad arguments, 1 when the checkpoint cannot be converted."""
+    """Convert; 0 on success, 2 (raised for main() to report) on bad arguments or a checkpoint that cannot be converted."""
     components = args.llm is not None
     if len(args.paths) != (1 if components else 2):
         expected = "DST (with --llm and --vision)" if components else "SRC DST"
-        print(f"onevision convert: error: expected {expected}, got {len(args.paths)} path(s): {args.paths}", file=sys.stderr)
-        return 2
+        raise InputError(f"expected {expected}, got {len(args.paths)} path(s): {[show_path(p) for p in args.paths]}")
     if components and args.vision is None:
-        print("onevision convert: error: --llm needs --vision (the SigLIP folder)", file=sys.stderr)
-        return 2
+        raise InputError("--llm needs --vision (the SigLIP folder)")
     src = None if components else Path(args.paths[0])
     dst = Path(args.paths[-1])
-    try:
-        if args.tokenizer is not None and not any((args.tokenizer / n).is_file() for n in _TOKENIZER_FILES):
-            raise CheckpointError(f"{args.tokenizer} holds no tokenizer: looked for {list(_TOKENIZER_FILES)}")
-        tokenizer = _load_tokenizer(args.tokenizer or src or args.llm)
+    if dst.exists() and not dst.is_dir():
+        raise InputError(f"DST {show_path(dst)} exists and is not a folder")
+    if args.tokenizer is not None and not any((args.tokenizer / n).is_file() for n in _TOKENIZER_FILES):
+        raise InputError(f"--tokenizer {show_path(args.tokenizer)} holds no tokenizer: looked for {list(_TOKENIZER_FILES)}")
+    if src is not None:
+        with reading("SRC", src):
+            detect_format(src)
+    label, folder = ("--tokenizer", args.tokenizer) if args.tokenizer else ("SRC", src) if src else ("--llm", args.llm)
+    with reading(label, folder):
+        tokenizer = _load_tokenizer(folder)
+    # A library error (safetensors, JSON) names no file: say which input it came from.
+    sources = ("SRC", src) if src else ("--llm/--vision", f"{show_path(args.llm)} + {show_path(args.vision)}")
+    with reading(*sources):
         checkpoint = convert(
             src,
             dst,
@@ -87,9 +111,6 @@ def run(args: argparse.Namespace) -> int:
             tokenizer=tokenizer,
             max_shard_size=args.max_shard_size,
         )
-    except CheckpointError as error:
-        print(f"onevision convert: error: {error}", file=sys.stderr)
-        return 1
     source = checkpoint.source
     print(f"{source} ({checkpoint.format}) -> {dst} ({args.to}): {len(checkpoint.tensors)} tensors")
     if checkpoint.dropped:

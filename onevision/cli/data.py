@@ -6,20 +6,21 @@
 
 `check` reads every record and its media through the training Dataset (decode, pixels,
 tokens), prints counts per modality, token-length statistics per modality and every bad
-record with its file and reason, and exits 1 when any record is bad (2 when the recipe
-itself cannot be read).
+record with its file and reason, and exits 1 when any record is bad, 2 when the recipe, a
+record file, the tokenizer or an argument is bad (one line on stderr), 3 on an internal error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+from pathlib import Path
 
+from onevision.cli.errors import EXIT_FOUND, InputError, bounded_int, printable, reading, show_path
+from onevision.cli.options import MAX_NEW_TOKENS, MAX_WORKERS
 from onevision.data.check import check_recipe
 from onevision.data.dataset import DataConfig
-from onevision.data.recipe import RecipeError, load_recipe
-from onevision.data.records import RecordError
+from onevision.data.recipe import load_recipe
 from onevision.data.template import TEMPLATES, TemplateConfig
 from onevision.model.config import PRESETS, preset
 
@@ -38,13 +39,15 @@ def register(subparsers) -> argparse.ArgumentParser:
             "Load every record of a recipe and its media through the training Dataset (media decoded, "
             "pixels cut, conversation tokenised), print counts per modality, token-length statistics "
             "(min/mean/median/p95/max per modality) and every bad record with its file and reason. "
-            "Exit status 1 when any record is bad, 2 when the recipe cannot be read."
+            "Exit status 1 when any record is bad, 2 on a bad argument or a recipe, record file or "
+            "tokenizer that cannot be read, 3 on an internal error."
         ),
     )
     check.add_argument("recipe", help="mixture YAML (official LLaVA-NeXT format)")
     check.add_argument("--json", action="store_true", help='print one JSON object {"ok", "bad", "stats", "counts"}')
-    check.add_argument("--workers", type=int, default=0, help="decoding worker processes (default 0: in-process)")
-    check.add_argument("--max-length", type=int, default=TemplateConfig.max_length, help="most tokens per sample (default %(default)s)")
+    check.add_argument("--workers", type=bounded_int(0, MAX_WORKERS), default=0, help="decoding worker processes (default 0: in-process)")
+    check.add_argument("--max-length", type=bounded_int(1, 4 * MAX_NEW_TOKENS), default=TemplateConfig.max_length,
+                       help="most tokens per sample (default %(default)s)")
     check.add_argument(
         "--model-size", default="0.5b", choices=sorted(PRESETS),
         help="model preset whose visual settings plan the tokens (default %(default)s)",
@@ -64,28 +67,33 @@ def load_tokenizer(name: str):
         from onevision.tokenizer import build_qwen2_tokenizer
 
         return build_qwen2_tokenizer()
+    if not Path(name).is_dir():
+        raise InputError(f"--tokenizer {show_path(name)}: not 'qwen2' and not a folder")
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast.from_pretrained(name)
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(name)
+    except Exception as error:
+        # Whatever a third-party loader raises on broken files is bad input here, not a bug of ours.
+        raise InputError(f"--tokenizer {show_path(name)}: cannot read the tokenizer: {type(error).__name__}: {error}") from error
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
+    """0 when every record is good, 1 when some are bad; bad input raises for main() (2)."""
+    with reading("recipe", args.recipe):
         recipe = load_recipe(args.recipe)
-        tokenizer = load_tokenizer(args.tokenizer)
-        config = DataConfig(
-            visual=preset(args.model_size).visual,
-            template=TemplateConfig(template=args.template, max_length=args.max_length),
-            time_instruction=args.time_instruction,
-        )
+    tokenizer = load_tokenizer(args.tokenizer)
+    config = DataConfig(
+        visual=preset(args.model_size).visual,
+        template=TemplateConfig(template=args.template, max_length=args.max_length),
+        time_instruction=args.time_instruction,
+    )
+    with reading("recipe", args.recipe):
         report = check_recipe(recipe, tokenizer, config, workers=args.workers, progress=not args.no_progress)
-    except (FileNotFoundError, RecipeError, RecordError, ValueError, OSError) as error:
-        print(f"onevision data check: {error}", file=sys.stderr)
-        return 2
     if args.json:
+        # ensure_ascii (the default) writes undecodable name bytes as \\u escapes: valid JSON.
         print(json.dumps(report.to_dict(), indent=None))
     else:
-        print(f"{args.recipe} ({args.model_size} visual settings, {args.template} template, max_length {args.max_length})")
-        print(report.format())
-    return 0 if report.ok else 1
-
+        print(printable(f"{args.recipe} ({args.model_size} visual settings, {args.template} template, max_length {args.max_length})"))
+        print(printable(report.format()))
+    return 0 if report.ok else EXIT_FOUND

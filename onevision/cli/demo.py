@@ -16,6 +16,10 @@ Every step is cached by its settings under --cache, so a rerun only re-prints.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from onevision.cli.errors import InputError, bounded_int, show_path
+from onevision.cli.options import MAX_SEED, MAX_WORKERS
 
 
 def register(subparsers) -> None:
@@ -32,24 +36,25 @@ def register(subparsers) -> None:
 def add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
     """Options shared by `demo` and `transfer`."""
     parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the world, every initialisation and the data order (default 0)")
+    parser.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=0, help="seed of the world, every initialisation and the data order (default 0)")
     parser.add_argument("--quick", action="store_true", help="a shortened run that checks every step works (well under a minute)")
     parser.add_argument("--cache", default=None, help="cache folder (default $ONEVISION_CACHE/demo or ~/.cache/onevision/demo)")
     parser.add_argument("--no-cache", action="store_true", help="rebuild every step instead of reusing finished ones")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1: results do not depend on the machine)")
+    parser.add_argument("--threads", type=bounded_int(1, MAX_WORKERS), default=None, help="torch CPU threads (default 1: results do not depend on the machine)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def config_from_args(args: argparse.Namespace):
-    """The demo config the options ask for."""
+    """The demo config the options ask for; --out and --cache checked before anything runs."""
     import dataclasses
 
     from onevision.demo import full_config, quick_config
 
+    for option, folder in (("--out", args.out), ("--cache", args.cache)):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise InputError(f"{option} {show_path(folder)} exists and is not a folder")
     config = (quick_config if args.quick else full_config)(seed=args.seed)
     if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit(f"--threads must be >= 1, got {args.threads}")
         config = dataclasses.replace(config, threads=args.threads)
     return config
 

@@ -23,12 +23,10 @@ JSON, per-record predictions included.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from onevision.checkpoint import CheckpointError
-from onevision.cli.options import add_device_options
-from onevision.data.records import RecordError
+from onevision.cli.errors import InputError, bounded_int, reading, show_path
+from onevision.cli.options import MAX_BATCH, MAX_NEW_TOKENS, add_device_options
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -43,9 +41,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--media-root", type=Path, default=None, help="folder media paths are relative to")
     parser.add_argument("--mode", choices=["auto", "choice", "generate"], default="auto", help="auto: choice when a record has choices (default)")
     parser.add_argument("--choice-by", choices=["text", "letter"], default="text", help="how choices are scored (default text)")
-    parser.add_argument("--batch-size", type=int, default=8, help="records per model batch (default 8)")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="generation length for exact-match records (default 32)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N records (quick checks)")
+    parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=8, help=f"records per model batch (default 8, at most {MAX_BATCH})")
+    parser.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS), default=32,
+                        help="generation length for exact-match records (default 32)")
+    parser.add_argument("--limit", type=bounded_int(1), default=None, help="only the first N records (quick checks)")
     parser.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--plot", type=Path, default=None, help="write the transfer-matrix heat map (PNG) here")
     add_device_options(parser)
@@ -58,53 +57,58 @@ def parse_checkpoints(entries: list[str]) -> list[tuple[str, Path]]:
     """[NAME=]PATH entries -> (name, path); unnamed ones take their folder's name.
 
     Raises:
-        ValueError: two checkpoints with the same name.
+        InputError: an empty name or path, or two checkpoints with the same name.
     """
     named = []
     for entry in entries:
         name, sep, path = entry.partition("=")
         if not sep:
             name, path = Path(entry).name, entry
+        if not name or not path:
+            raise InputError(f"--checkpoints: expected [NAME=]PATH, got {show_path(entry)!r}")
         named.append((name, Path(path)))
     names = [n for n, _ in named]
     if len(set(names)) != len(names):
-        raise ValueError(f"checkpoint names must differ (name them NAME=PATH): {names}")
+        raise InputError(f"--checkpoints: names must differ (name them NAME=PATH): {names}")
     return named
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate every checkpoint; 0 on success, 1 when a checkpoint or the records cannot be read."""
+    """Evaluate every checkpoint; 0 on success; bad arguments, records or checkpoints raise for main() (2)."""
+    from onevision.checkpoint import detect_format
     from onevision.infer.evaluate import evaluate, plot_matrix, read_benchmark, save_report, transfer_matrix
-    from onevision.infer.pipeline import OneVision, TokenizerNotFound
+    from onevision.infer.pipeline import OneVision
 
-    try:
-        checkpoints = parse_checkpoints(args.checkpoints)
+    checkpoints = parse_checkpoints(args.checkpoints)
+    for _name, path in checkpoints:  # all of them before the first one runs for minutes
+        with reading("--checkpoints", path):
+            detect_format(path)
+    for option, path in (("--report", args.report), ("--plot", args.plot)):
+        if path is not None and path.is_dir():
+            raise InputError(f"{option} {show_path(path)} is a folder; give a file name")
+    for path in args.data:
+        if not path.exists():
+            raise InputError(f"--data {show_path(path)} does not exist")
+    with reading("--data", " ".join(show_path(p) for p in args.data)):
         items = read_benchmark(args.data, args.media_root)
-    except (ValueError, RecordError, FileNotFoundError) as error:
-        print(f"onevision eval: error: {error}", file=sys.stderr)
-        return 1
     if args.limit is not None:
         items = items[: args.limit]
     if not items:
-        print(f"onevision eval: error: no records in {[str(p) for p in args.data]}", file=sys.stderr)
-        return 1
+        raise InputError(f"--data: no records in {[show_path(p) for p in args.data]}")
     reports = []
     for name, path in checkpoints:
-        try:
+        with reading("--checkpoints", path):
             pipe = OneVision.from_pretrained(path, device=args.device, dtype=args.dtype)
-            report = evaluate(
-                pipe,
-                items,
-                name=name,
-                mode=args.mode,
-                choice_by=args.choice_by,
-                batch_size=args.batch_size,
-                max_new_tokens=args.max_new_tokens,
-                progress=not args.no_progress,
-            )
-        except (CheckpointError, TokenizerNotFound, ValueError) as error:
-            print(f"onevision eval: error: {error}", file=sys.stderr)
-            return 1
+        report = evaluate(
+            pipe,
+            items,
+            name=name,
+            mode=args.mode,
+            choice_by=args.choice_by,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            progress=not args.no_progress,
+        )
         reports.append(report)
         del pipe
         print(f"\n== {name} ({path})")

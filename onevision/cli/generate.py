@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onevision.budget import BudgetError
-from onevision.checkpoint import CheckpointError
-from onevision.cli.options import add_device_options, add_model_source
-from onevision.data.media import MediaError
+from onevision.cli.errors import bounded_float, bounded_int, reading
+from onevision.cli.options import MAX_SEED, add_device_options, add_generation_options, add_model_source
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -35,22 +33,20 @@ def register(subparsers) -> argparse.ArgumentParser:
     media.add_argument("--image", action="append", default=[], metavar="FILE", help="an image (repeat for several)")
     media.add_argument("--video", metavar="PATH", help="a video file or a folder of frames")
     parser.add_argument("--prompt", required=True, help="the question; <image>/<video> placeholders optional")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="most tokens to generate (default 128)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily (default); > 0 samples")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold (default 1.0: off)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of sampling and of the debug model's weights (default 0)")
-    parser.add_argument("--num-frames", type=int, default=None, help="frames sampled from a video (default: the checkpoint's frames_upbound)")
+    add_generation_options(parser, max_new_tokens=128)
+    parser.add_argument("--top-p", type=bounded_float(0.0, 1.0, low_open=True), default=1.0, help="nucleus sampling threshold (default 1.0: off)")
+    parser.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=0, help="seed of sampling and of the debug model's weights (default 0)")
     add_device_options(parser)
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the answer; 0 on success, 1 when the checkpoint or the media cannot be read."""
+    """Print the answer; 0 on success. Bad input (checkpoint, media, settings) raises for main() to report."""
     from onevision.infer.debug import load_pipeline
-    from onevision.infer.pipeline import InferenceConfig, TokenizerNotFound
+    from onevision.infer.pipeline import InferenceConfig
 
-    try:
+    with reading("--model", args.model):
         pipe = load_pipeline(
             args.model,
             args.model_size,
@@ -59,18 +55,15 @@ def run(args: argparse.Namespace) -> int:
             config=InferenceConfig(num_frames=args.num_frames),
             seed=args.seed,
         )
-        answer = pipe.ask(
-            args.prompt,
-            images=args.image,
-            video=args.video,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            seed=args.seed,
-        )
-    except (CheckpointError, TokenizerNotFound, MediaError, BudgetError, ValueError) as error:
-        print(f"onevision generate: error: {error}", file=sys.stderr)
-        return 1
+    answer = pipe.ask(
+        args.prompt,
+        images=args.image,
+        video=args.video,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     if args.model_size:
         print("(random debug model: the answer is noise)", file=sys.stderr)
     print(answer)

@@ -3,13 +3,20 @@
 Each module named in COMMANDS defines ``register(subparsers)``, which adds its parser and
 sets ``func`` to the function that runs it. A listed module that does not exist (yet) is
 left out of the listing; any other import error, a missing dependency included, propagates.
+
+`main()` turns bad input into one line on stderr and exit status 2, whatever the command; see
+`onevision.cli.errors` for the exit statuses.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
+
+from onevision.cli.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, describe, input_errors
 
 # (command, module) pairs, in the order `--help` lists them.
 COMMANDS = [
@@ -44,12 +51,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; usage errors exit through argparse (SystemExit 2) as usual."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+        return EXIT_INPUT
+    _safe_streams()
+    prog = " ".join(filter(None, ["onevision", args.command, getattr(args, "data_command", None)]))
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except input_errors() as error:
+        if os.environ.get("ONEVISION_TRACEBACK"):
+            raise
+        print(f"{prog}: error: {describe(error)}", file=sys.stderr)
+        return EXIT_INPUT
+    except Exception as error:
+        # Not bad input: a bug. Show where, and say so on the last line.
+        traceback.print_exc()
+        print(f"{prog}: internal error (please report it with the traceback above): {describe(error)}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _safe_streams() -> None:
+    """Print names that are not valid UTF-8 as escapes instead of failing on them."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 if __name__ == "__main__":

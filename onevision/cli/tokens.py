@@ -29,8 +29,11 @@ from onevision.budget import (
     plan_sample,
 )
 from onevision.budget.planner import VIDEO_NEWLINE_POLICIES, ItemPlan
+from onevision.cli.errors import bounded_int
 
 _SIZE = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
+MAX_GRID = 64
+"""Largest --max-grid: the pinpoints are all K x K grids (4096 here; the released models use 6)."""
 
 # (flag destination, VisualSettings field) for the settings flags.
 _SETTING_FLAGS = (
@@ -91,7 +94,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     settings.add_argument("--image-size", type=_positive, metavar="PX", help="tower input side in pixels (384)")
     settings.add_argument("--patch-size", type=_positive, metavar="PX", help="tower patch side in pixels (14)")
     settings.add_argument("--anyres-max", type=_positive, metavar="N", help="N of AnyRes-Max-N (9)")
-    settings.add_argument("--max-grid", type=_positive, metavar="K", help="largest crop grid side of the pinpoints (6)")
+    settings.add_argument("--max-grid", type=bounded_int(1, MAX_GRID), metavar="K",
+                          help=f"largest crop grid side of the pinpoints (6; at most {MAX_GRID})")
     settings.add_argument("--pool-stride", type=_positive, metavar="S", help="video feature pooling stride (2)")
     settings.add_argument("--video-newline", choices=VIDEO_NEWLINE_POLICIES, help="video newline policy (video)")
     settings.add_argument("--frames-upbound", type=_positive, metavar="F", help="most frames sampled from a video (32)")

@@ -13,9 +13,10 @@ processes: scripts/launch_torchrun.sh or scripts/launch_deepspeed.sh.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import yaml
+
+from onevision.cli.errors import InputError, reading
 
 
 def register(subparsers) -> None:
@@ -35,20 +36,19 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train the stage; bad config, overrides or data raise for main() to report (exit 2)."""
     from onevision.train.config import load_stage, stage_to_dict
-    from onevision.utils.dataclass_io import ConfigError
 
     overrides = [item for item in args.overrides if item != "--print-config"]
     print_config = args.print_config or len(overrides) < len(args.overrides)
     unknown = [item for item in overrides if item.startswith("-")]
     if unknown:
-        print(f"onevision train: unknown option(s) {unknown}; overrides are key.path=value", file=sys.stderr)
-        return 2
-    try:
+        raise InputError(f"unknown option(s) {unknown}; overrides are key.path=value")
+    malformed = [item for item in overrides if "=" not in item]
+    if malformed:
+        raise InputError(f"overrides are key.path=value, got {malformed}")
+    with reading("CONFIG", args.config):
         stage = load_stage(args.config, overrides)
-    except ConfigError as err:
-        print(f"onevision train: {err}", file=sys.stderr)
-        return 2
     if print_config:
         print(yaml.safe_dump(stage_to_dict(stage), sort_keys=False), end="")
         return 0

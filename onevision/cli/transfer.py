@@ -13,9 +13,9 @@ matrix and a per-task table and writes table.txt, results.json and transfer.png 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from onevision.cli.demo import add_run_arguments, config_from_args
+from onevision.cli.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -40,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     recipes = tuple(r.strip() for r in args.recipes.split(",") if r.strip())
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown or not recipes:
-        print(f"onevision transfer: unknown recipe(s) {unknown or args.recipes!r}; choose from {', '.join(RECIPES)}", file=sys.stderr)
-        return 2
+        raise InputError(f"--recipes: unknown recipe(s) {unknown or args.recipes!r}; choose from {', '.join(RECIPES)}")
     result = run_transfer(
         config_from_args(args), args.out, recipes=recipes, cache_root=args.cache, use_cache=not args.no_cache,
         progress=not args.no_progress,

@@ -17,21 +17,21 @@ letter is most likely as the answer's first token wins; with --choice-by text th
 used as written and each option's text (followed by <|im_end|>) is scored, summed over its tokens.
 The line then holds "answer" (the option), "choice" (its letter) and "scores" (log-likelihoods).
 
-Output lines: {id, video, question, answer, [options, choice, scores], error?, seconds}.
-Ids already in --out are skipped, so rerunning the same command finishes an interrupted run
-(--retry-failed also asks again the ids that failed). A video that cannot be decoded is recorded
-with its error and the run goes on. A summary (videos, answered, failed, skipped, videos/s,
-decode vs generate time) ends the run.
+Output lines: {id, video, question, answer, [options, choice, scores], error?, seconds}, each
+flushed as soon as it is known. Ids already in --out are skipped, so rerunning the same command
+finishes an interrupted run (--retry-failed also asks again the ids that failed). A video that
+cannot be decoded is recorded with its error and the run goes on. A summary (videos, answered,
+failed, skipped, videos/s, decode vs generate time) ends the run; the exit status is 0 when the
+run finished, failed videos included, and 2 on bad arguments, list file or checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from onevision.checkpoint import CheckpointError
-from onevision.cli.options import add_device_options, add_model_source
+from onevision.cli.errors import InputError, bounded_int, reading, show_path
+from onevision.cli.options import MAX_BATCH, MAX_SEED, MAX_WORKERS, add_device_options, add_generation_options, add_model_source
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -50,38 +50,48 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--choice-by", choices=["letter", "text"], default="letter", help="how options are scored (default letter)")
     parser.add_argument("--out", type=Path, required=True, help="output JSONL (appended to; ids in it are skipped)")
     parser.add_argument("--retry-failed", action="store_true", help="ask again the ids whose line in --out holds an error")
-    parser.add_argument("--batch-size", type=int, default=4, help="videos per model batch (default 4)")
-    parser.add_argument("--decode-workers", type=int, default=2, help="threads decoding the next batch (default 2; 0: none)")
-    parser.add_argument("--num-frames", type=int, default=None, help="frames sampled per video (default: the checkpoint's frames_upbound)")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="most tokens per open answer (default 64)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily (default); > 0 samples")
-    parser.add_argument("--seed", type=int, default=None, help="sampling seed (and the debug model's weights)")
+    parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=4, help=f"videos per model batch (default 4, at most {MAX_BATCH})")
+    parser.add_argument("--decode-workers", type=bounded_int(0, MAX_WORKERS), default=2, help="threads decoding the next batch (default 2; 0: none)")
+    add_generation_options(parser, max_new_tokens=64)
+    parser.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=None, help="sampling seed (and the debug model's weights)")
     add_device_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    """Answer every pending question; 0 when the run finished (failed videos included), 1/2 on setup errors."""
-    from onevision.infer.debug import load_pipeline
-    from onevision.infer.pipeline import InferenceConfig, TokenizerNotFound
-    from onevision.infer.video_qa import questions_from_folder, questions_from_jsonl, run_video_qa
+def load_questions(args: argparse.Namespace) -> list:
+    """The questions the arguments ask, validated before any model is loaded."""
+    from onevision.infer.video_qa import questions_from_folder, questions_from_jsonl
 
-    if args.batch_size < 1:
-        print(f"onevision video-qa: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
-        return 2
-    try:
-        if args.videos is not None:
-            if not args.question:
-                print("onevision video-qa: error: --videos needs --question", file=sys.stderr)
-                return 2
-            questions = questions_from_folder(args.videos, args.question, args.options)
-        else:
-            if args.options:
-                print("onevision video-qa: error: with --questions, give options per line in the JSONL", file=sys.stderr)
-                return 2
-            questions = questions_from_jsonl(args.questions, args.question)
+    if args.question is not None and not args.question.strip():
+        raise InputError("--question is empty")
+    if any(not option.strip() for option in args.options):
+        raise InputError(f"--options must be non-empty strings, got {args.options}")
+    if args.videos is not None:
+        if not args.question:
+            raise InputError("--videos needs --question")
+        if not args.videos.is_dir():
+            raise InputError(f"--videos {show_path(args.videos)} is not a folder")
+        return questions_from_folder(args.videos, args.question, args.options)
+    if args.options:
+        raise InputError("with --questions, give options per line in the JSONL")
+    if not args.questions.is_file():
+        raise InputError(f"--questions {show_path(args.questions)} is not a file")
+    with reading("--questions", args.questions):
+        return questions_from_jsonl(args.questions, args.question)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Answer every pending question; 0 when the run finished (failed videos included)."""
+    from onevision.infer.debug import load_pipeline
+    from onevision.infer.pipeline import InferenceConfig
+    from onevision.infer.video_qa import check_output, run_video_qa
+
+    questions = load_questions(args)
+    with reading("--out", args.out):
+        check_output(args.out)
+    with reading("--model", args.model):
         pipe = load_pipeline(
             args.model,
             args.model_size,
@@ -90,9 +100,6 @@ def run(args: argparse.Namespace) -> int:
             config=InferenceConfig(num_frames=args.num_frames),
             seed=args.seed or 0,
         )
-    except (FileNotFoundError, ValueError, CheckpointError, TokenizerNotFound) as error:
-        print(f"onevision video-qa: error: {error}", file=sys.stderr)
-        return 1
     summary = run_video_qa(
         pipe,
         questions,
@@ -107,5 +114,5 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(summary.text())
-    print(f"answers in {args.out}")
+    print(f"answers in {show_path(args.out)}")
     return 0

@@ -138,8 +138,10 @@ def _media_root(path: Path, raws: list) -> Path:
 
 
 def _media_of(raw: dict) -> list[str]:
+    """The record's media paths; a malformed field gives none here (parse_record reports it)."""
     media = raw.get("image") or raw.get("video") or []
-    return [media] if isinstance(media, str) else list(media)
+    media = [media] if isinstance(media, str) else media if isinstance(media, list) else []
+    return [m for m in media if isinstance(m, str)]
 
 
 @dataclass

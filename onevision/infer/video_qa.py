@@ -2,7 +2,8 @@
 
 Questions come from a folder of videos (one question for all) or a JSONL of
 `{"id", "video", "question"[, "options"]}` (video paths relative to the JSONL's folder). The
-answers are appended to a JSONL file, one line per video, flushed after every batch:
+answers are appended to a JSONL file, one line per video, each written and flushed as soon as
+it is known (a failed video at once, an answer when its batch's model call returns):
 
     {"id": "clips/a.mp4", "video": "/data/clips/a.mp4", "question": "...", "answer": "...",
      "seconds": 0.41}
@@ -12,8 +13,13 @@ answers are appended to a JSONL file, one line per video, flushed after every ba
 
 Resuming: ids already in the output are skipped, so an interrupted run continues where it
 stopped (with `retry_failed`, ids whose line holds an error are asked again and a new line is
-appended; the last line of an id wins). A video that cannot be decoded (`MediaError`) or fits no
-visual budget is recorded with its error and the run goes on.
+appended; the last line of an id wins). A line cut short by an interruption is ignored. A video
+that cannot be decoded or fits no visual budget is recorded with its error and the run goes on;
+when a batch's model call fails on bad input, its questions are asked one at a time so only the
+bad one fails.
+
+File names that are not valid UTF-8 are written (as ids and in "video") with the undecodable
+bytes as \\xNN, so every line is valid UTF-8 JSON and a rerun finds the same ids.
 
 Decoding overlaps generation: worker threads decode the next batch's videos (decord and PyAV
 release the GIL) while the model answers the current one. `seconds` of a line is its decode
@@ -51,63 +57,134 @@ class VideoQuestion:
     options: list[str] = field(default_factory=list)
 
 
+def display_path(path: str | os.PathLike) -> str:
+    """`path` as valid UTF-8 text: bytes of the file name that are not UTF-8 become \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def questions_from_folder(folder: str | os.PathLike, question: str, options: Sequence[str] = ()) -> list[VideoQuestion]:
     """The same question for every video file under `folder` (recursively, by extension, sorted).
 
-    Ids are the paths relative to `folder`.
+    Ids are the paths relative to `folder` (as `display_path` writes them).
+
+    Raises:
+        FileNotFoundError: `folder` is not a folder.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"video folder not found: {folder}")
+        raise FileNotFoundError(f"video folder not found: {display_path(folder)}")
     paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-    return [VideoQuestion(p.relative_to(folder).as_posix(), str(p), question, list(options)) for p in paths]
+    return [VideoQuestion(display_path(p.relative_to(folder).as_posix()), str(p), question, list(options)) for p in paths]
 
 
 def questions_from_jsonl(path: str | os.PathLike, default_question: str | None = None) -> list[VideoQuestion]:
     """Questions from a JSONL of {id, video, question[, options]}; relative videos join the file's folder.
 
     Raises:
-        ValueError: a line is not JSON, lacks `video`, or has no question and no default; ids repeat.
+        ValueError: naming the file and line: not UTF-8, not a JSON object, `video` not a path
+            string, `question` not a string (and no default), `options` not a list of strings
+            (a string is refused, not split into letters), `id` not a string or integer, or an
+            id that repeats.
     """
     path = Path(path)
+    where = display_path(path)
     questions, seen = [], set()
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: invalid JSON: {error.msg}") from None
-            if not isinstance(raw, dict) or not raw.get("video"):
-                raise ValueError(f"{path}:{number}: each line needs a 'video' path")
-            question = raw.get("question") or default_question
+    for number, data in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{where}:{number}: not UTF-8 text (byte {error.start + 1})") from None
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise ValueError(f"{where}:{number}: invalid JSON: {getattr(error, 'msg', type(error).__name__)}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where}:{number}: each line must be a JSON object, got {type(raw).__name__}")
+        video = _string(raw.get("video"), f"{where}:{number}: 'video'", "a path")
+        if "\0" in video:
+            raise ValueError(f"{where}:{number}: 'video' holds a NUL character")
+        question = raw.get("question")
+        if question is None or question == "":
+            question = default_question
             if not question:
-                raise ValueError(f"{path}:{number}: no 'question' (and no default question given)")
-            qid = str(raw.get("id", f"{raw['video']}#{number}"))
-            if qid in seen:
-                raise ValueError(f"{path}:{number}: id {qid!r} repeats; ids key the resumable output")
-            seen.add(qid)
-            video = raw["video"] if os.path.isabs(raw["video"]) else str(path.parent / raw["video"])
-            questions.append(VideoQuestion(qid, video, str(question), [str(o) for o in raw.get("options") or ()]))
+                raise ValueError(f"{where}:{number}: no 'question' (and no default question given)")
+        question = _string(question, f"{where}:{number}: 'question'", "text")
+        options = raw.get("options")
+        if options is None:
+            options = []
+        if not isinstance(options, list):
+            kind = "a string (it would be split into letters)" if isinstance(options, str) else type(options).__name__
+            raise ValueError(f"{where}:{number}: 'options' must be a list of strings such as [\"cat\", \"dog\"], got {kind}")
+        options = [_string(o, f"{where}:{number}: options[{k}]", "text") for k, o in enumerate(options)]
+        qid = raw.get("id", f"{video}#{number}")
+        if isinstance(qid, bool) or not isinstance(qid, (str, int)):
+            raise ValueError(f"{where}:{number}: 'id' must be a string or an integer, got {type(qid).__name__}")
+        qid = _string(str(qid), f"{where}:{number}: 'id'", "text")
+        if qid in seen:
+            raise ValueError(f"{where}:{number}: id {qid!r} repeats; ids key the resumable output")
+        seen.add(qid)
+        video = video if os.path.isabs(video) else str(path.parent / video)
+        questions.append(VideoQuestion(qid, video, question, options))
     return questions
 
 
+def _string(value: object, where: str, what: str) -> str:
+    """`value` if it is a non-empty string that UTF-8 can encode; else ValueError naming `where`."""
+    if not isinstance(value, str) or not value:
+        got = repr(value) if isinstance(value, str) else type(value).__name__
+        raise ValueError(f"{where} must be {what} (a non-empty string), got {got}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{where} holds an unpaired surrogate (a JSON \\udXXX escape): not text") from None
+    return value
+
+
 def finished_ids(out: str | os.PathLike, retry_failed: bool = False) -> set[str]:
-    """Ids already in the output (with `retry_failed`, only those without an error on their last line)."""
+    """Ids already in the output (with `retry_failed`, only those without an error on their last line).
+
+    Lines that are not JSON objects (cut short by an interrupted run, say) are ignored: their
+    ids are asked again.
+    """
     out = Path(out)
     if not out.is_file():
         return set()
     last: dict[str, dict] = {}
-    with out.open(encoding="utf-8") as handle:
+    # errors="replace": a line cut inside a multi-byte character must not stop every rerun.
+    with out.open(encoding="utf-8", errors="replace") as handle:
         for line in handle:
             try:
                 entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interrupted run: that id is asked again
+            except (json.JSONDecodeError, RecursionError):
+                continue
             if isinstance(entry, dict) and "id" in entry:
                 last[str(entry["id"])] = entry
     return {qid for qid, entry in last.items() if not (retry_failed and entry.get("error"))}
+
+
+def check_output(out: str | os.PathLike) -> Path:
+    """`out` ready for appending: a regular file or a new one (its folder created).
+
+    Raises:
+        ValueError: `out` exists and is not a regular file.
+        OSError: the file cannot be opened for appending.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_file():
+        raise ValueError(f"output {display_path(out)} exists and is not a file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("ab") as handle:
+        if handle.tell() and not _ends_with_newline(out):
+            handle.write(b"\n")  # finish a line cut short, so appended lines stay whole
+    return out
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
 
 
 @dataclass
@@ -153,37 +230,46 @@ def run_video_qa(
 ) -> Summary:
     """Answer `questions` with `pipe` (a `OneVision`), appending one JSON line per video to `out`.
 
+    Every line is flushed as soon as it is known, so an interruption or a crash loses at most
+    the batch the model is working on.
+
     Args:
         batch_size: videos per model batch.
         choice_by: for questions with options: 'letter' or 'text' (see `OneVision.choose`).
         decode_workers: threads decoding the next batch; 0 decodes in the main thread.
         retry_failed: ask again the ids whose output line holds an error.
         generation: max_new_tokens, temperature, top_p, top_k, seed for open questions.
+
+    Raises:
+        ValueError: bad generation settings, or `out` is not a file.
     """
     start = time.perf_counter()
+    settings = pipe.generation_settings(**generation)
+    out = check_output(out)
     done = finished_ids(out, retry_failed)
     pending = [q for q in questions if q.id not in done]
     summary = Summary(videos=len(questions), skipped=len(questions) - len(pending))
-    settings = pipe.generation_settings(**generation)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.is_file() and out.stat().st_size and not out.read_bytes().endswith(b"\n"):
-        with out.open("a", encoding="utf-8") as handle:
-            handle.write("\n")  # finish a line cut short, so appended lines stay whole
     batches = [pending[i : i + max(1, batch_size)] for i in range(0, len(pending), max(1, batch_size))]
     pool = ThreadPoolExecutor(decode_workers) if decode_workers > 0 else None
     bar = tqdm(total=len(pending), desc="video-qa", unit="video", disable=not progress)
+    # errors="backslashreplace" only guards against a string no check foresaw: inside a JSON
+    # string the escape it writes (\udXXX) reads back as the same character.
+    handle = out.open("a", encoding="utf-8", errors="backslashreplace")
+
+    def write(line: dict) -> None:
+        handle.write(json.dumps(line, ensure_ascii=False) + "\n")
+        handle.flush()
+        bar.update(1)
+
     try:
         upcoming = _submit(pipe, batches[0], pool) if batches else []
         for index, batch in enumerate(batches):
             current = upcoming
             if index + 1 < len(batches):
                 upcoming = _submit(pipe, batches[index + 1], pool)
-            lines = _answer_batch(pipe, batch, [_result(f) for f in current], settings, choice_by, summary)
-            with out.open("a", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
-            bar.update(len(batch))
+            _answer_batch(pipe, batch, [_result(f) for f in current], settings, choice_by, summary, write)
     finally:
+        handle.close()
         bar.close()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -195,7 +281,9 @@ def _load(pipe, question: VideoQuestion) -> tuple[LoadedMedia | Exception, float
     began = time.perf_counter()
     try:
         return pipe.loader.load(_request(question)), time.perf_counter() - began
-    except ITEM_ERRORS as error:
+    except Exception as error:
+        # A file from outside may make a decoder raise anything; that video fails, the run goes
+        # on. The line keeps the error's type, so a systematic failure shows in the output.
         return error, time.perf_counter() - began
 
 
@@ -213,47 +301,78 @@ def _request(question: VideoQuestion) -> Request:
     return Request(question=question.question, video=question.video, options=question.options, id=question.id)
 
 
-def _answer_batch(pipe, batch, loaded, settings, choice_by: str, summary: Summary) -> list[dict]:
-    """Prepare prompts, run the model once for the open questions and once for the choices."""
-    lines: list[dict] = []
-    seconds: list[float] = []
-    ready: dict[str, list[tuple[int, object]]] = {"open": [], "choice": []}
-    for k, (question, (media, decode_seconds)) in enumerate(zip(batch, loaded)):
+def _line(question: VideoQuestion) -> dict:
+    line = {"id": question.id, "video": display_path(question.video), "question": question.question}
+    if question.options:
+        line["options"] = question.options
+    line["answer"] = None
+    return line
+
+
+def _answer_batch(pipe, batch, loaded, settings, choice_by: str, summary: Summary, write) -> None:
+    """Prepare prompts, run the model once for the open questions and once for the choices.
+
+    A video that failed to decode or prepare is written at once; the others when their group's
+    model call returns.
+    """
+    ready: dict[str, list[tuple[dict, float, object]]] = {"open": [], "choice": []}
+    for question, (media, decode_seconds) in zip(batch, loaded):
         summary.decode_seconds += decode_seconds
-        seconds.append(decode_seconds)
-        line = {"id": question.id, "video": question.video, "question": question.question}
-        if question.options:
-            line["options"] = question.options
-        line["answer"] = None
-        lines.append(line)
+        line = _line(question)
         if not isinstance(media, Exception):
             try:
                 request = _request(question)
                 if question.options:
-                    ready["choice"].append((k, pipe.prepare_choice(request, choice_by, media=media)))
+                    ready["choice"].append((line, decode_seconds, pipe.prepare_choice(request, choice_by, media=media)))
                 else:
-                    ready["open"].append((k, pipe.prepare(request, media=media)))
+                    ready["open"].append((line, decode_seconds, pipe.prepare(request, media=media)))
             except ITEM_ERRORS as error:
                 media = error
         if isinstance(media, Exception):
-            line["error"] = error_text(media)
-            summary.failed += 1
+            _fail(line, media, decode_seconds, summary, write)
+
+    def run_open(prepared):
+        return [{"answer": pipe.decode(tokens)} for tokens in pipe.generate_prepared(prepared, settings)]
+
+    def run_choice(prepared):
+        return [
+            {"answer": c.option, "choice": c.letter, "scores": [round(s, 4) for s in c.scores]}
+            for c in pipe.choose_prepared(prepared, choice_by)
+        ]
+
+    _run_group(ready["open"], run_open, summary, write)
+    _run_group(ready["choice"], run_choice, summary, write)
+
+
+def _run_group(group: list[tuple[dict, float, object]], run, summary: Summary, write) -> None:
+    """One model call for the whole group; if it fails on bad input, one call per question."""
+    if not group:
+        return
     began = time.perf_counter()
-    if ready["open"]:
-        for (k, _), tokens in zip(ready["open"], pipe.generate_prepared([p for _, p in ready["open"]], settings)):
-            lines[k]["answer"] = pipe.decode(tokens)
-    if ready["choice"]:
-        for (k, _), choice in zip(ready["choice"], pipe.choose_prepared([p for _, p in ready["choice"]], choice_by)):
-            lines[k].update(answer=choice.option, choice=choice.letter, scores=[round(s, 4) for s in choice.scores])
-    model_seconds = time.perf_counter() - began
-    summary.generate_seconds += model_seconds
-    asked = [k for k, _ in ready["open"] + ready["choice"]]
-    summary.answered += len(asked)
-    for k in asked:
-        seconds[k] += model_seconds / len(asked)
-    for line, spent in zip(lines, seconds):
-        line["seconds"] = round(spent, 4)
-    return lines
+    try:
+        results = run([prepared for _, _, prepared in group])
+    except ITEM_ERRORS as error:
+        summary.generate_seconds += time.perf_counter() - began
+        if len(group) > 1:
+            for item in group:
+                _run_group([item], run, summary, write)
+        else:
+            _fail(group[0][0], error, group[0][1], summary, write)
+        return
+    spent = time.perf_counter() - began
+    summary.generate_seconds += spent
+    summary.answered += len(group)
+    for (line, decode_seconds, _), result in zip(group, results):
+        line.update(result)
+        line["seconds"] = round(decode_seconds + spent / len(group), 4)
+        write(line)
+
+
+def _fail(line: dict, error: Exception, seconds: float, summary: Summary, write) -> None:
+    line["error"] = error_text(error)
+    line["seconds"] = round(seconds, 4)
+    summary.failed += 1
+    write(line)
 
 
 def error_text(error: Exception) -> str:
