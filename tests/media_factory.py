@@ -199,6 +199,7 @@ def make_video(
     faststart: bool = False,
     noise: bool = False,
     metadata: dict[str, str] | None = None,
+    first_pts: int = 0,
 ) -> Path:
     """A video whose frame ``i`` shows :func:`frame_pixels` ``(i, width, height)``.
 
@@ -216,6 +217,7 @@ def make_video(
         faststart: MP4 only, put the 'moov' index before the data.
         noise: add random noise to every frame (big packets, for truncation tests).
         metadata: tags on the video stream (Matroska keeps them, e.g. NUMBER_OF_FRAMES).
+        first_pts: timestamp of frame 0, in frame intervals (a clip cut from a longer one).
     """
     path = Path(path)
     encoder = _ENCODERS.get(codec, codec)
@@ -246,7 +248,7 @@ def make_video(
                     np.uint8
                 )
             frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts = index
+            frame.pts = first_pts + index
             frame.time_base = 1 / rate
             for packet in stream.encode(frame):
                 out.mux(packet)

@@ -86,6 +86,16 @@ def test_complete_files_pass_even_when_the_soundtrack_outlasts_the_video(whole, 
     assert load_video(path, num_frames=10).indices == list(range(10))
 
 
+@pytest.mark.parametrize("container", ["mkv", "webm", "mp4"])
+def test_complete_files_whose_timestamps_start_late_pass(tmp_path, container):
+    # Frames at 3.0-4.9 s; Matroska then declares a duration of 5 s (where the segment ends).
+    codec = "vp9" if container == "webm" else "h264"
+    path = make_video(tmp_path / f"late.{container}", frames=20, codec=codec, first_pts=30)
+    assert video_info(path).num_frames == 20
+    clip = load_video(path, num_frames=4)
+    assert clip.indices == [0, 6, 12, 19] and clip.timestamps == [0.0, 0.6, 1.2, 1.9]
+
+
 def test_matroska_frame_count_tag_is_checked(tmp_path):
     path = make_video(tmp_path / "tagged.mkv", frames=20, metadata={"NUMBER_OF_FRAMES": "30"})
     assert video_info(path).num_frames == 30  # the header's count, as for MP4

@@ -9,7 +9,8 @@ Two kinds of lie get past FFmpeg, which opens such files without complaint:
   Tolerance for the duration check: half a frame interval or 1% of the declared duration,
   whichever is larger, so that a muxer's rounding passes and one lost frame of a short clip
   does not. The end that counts is the latest packet end over *all* streams, so a soundtrack
-  that runs past the last video frame does not look like missing video.
+  that runs past the last video frame does not look like missing video. A file that
+  declares neither (a live-recorded WebM, written without a Duration) cannot be checked.
 * **Forged counts.** Four bytes of an MP4 sample table can claim 2^31 frames. Every frame
   takes at least one byte of the file, so a header count above the file size is impossible;
   a count far above what the declared duration holds at the stream's frame rate is too.
@@ -48,7 +49,9 @@ class PacketIndex:
     keyframe_pts: list[int] = field(default_factory=list)
     """pts of the video keyframes."""
     end: float | None = None
-    """Seconds from the container start to the latest packet end over all streams."""
+    """Latest packet end over all streams, in seconds from time 0 (not from the first
+    packet: Matroska's Duration is where the segment ends, so a clip whose timestamps start
+    at 3 s and end at 5 s declares 5 s)."""
 
 
 def declared_frames(stream: av.video.stream.VideoStream) -> int:
@@ -114,7 +117,6 @@ def scan_packets(
     keyframe_pts: list[int] = []
     count = 0
     end: float | None = None
-    start = (container.start_time or 0) / av.time_base
     for packet in container.demux():
         if not packet.size:
             continue
@@ -122,7 +124,7 @@ def scan_packets(
             length = packet.duration or 0
             if not length and packet.stream.index == stream.index:
                 length = 1 / (fps * packet.time_base)  # a frame interval, in time_base units
-            stop = float((packet.pts + length) * packet.time_base) - start
+            stop = float((packet.pts + length) * packet.time_base)
             end = stop if end is None else max(end, stop)
         if packet.stream.index != stream.index:
             continue
