@@ -19,6 +19,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, LlavaOnevisionForCon
 from onevision.budget import VisualSettings
 from onevision.checkpoint import CheckpointError, load_hf, read_config, save_hf
 from onevision.checkpoint.files import empty_model
+from onevision.checkpoint.hf import VISUAL_EXPRESSED, VISUAL_FIXED
 from onevision.model.onevision import OneVisionModel
 from onevision.tokenizer import train_small_tokenizer
 
@@ -166,7 +167,7 @@ def test_config_round_trip_keeps_our_visual_settings(tmp_path):
         image_size=32, patch_size=8, anyres_max=4, max_grid=3, video_pool_stride=3, video_newline="row", frames_upbound=12, max_visual_tokens=900
     )
     config = tiny_config(visual=visual, vision_feature_layer=-2)
-    with pytest.raises(CheckpointError, match="video_newline='row'.*video_pool_stride=3.*max_visual_tokens=900"):
+    with pytest.raises(CheckpointError, match="video_pool_stride=3.*video_newline='row'.*max_visual_tokens=900"):
         save_hf(OneVisionModel(config), tmp_path, progress=False)
     save_hf(OneVisionModel(config), tmp_path, progress=False, strict=False)
     assert read_config(tmp_path) == config
@@ -219,9 +220,19 @@ UNEXPRESSIBLE = [
     ("video_newline", "row"),
     ("video_newline", "none"),
     ("video_pool_stride", 3),
+    ("video_pool_mode", "average"),
     ("single_image", "base"),
     ("max_visual_tokens", 500),
+    ("unpad_rounding", "truncate"),
+    ("base_image", "stretch"),
 ]
+
+
+def test_every_visual_setting_is_expressed_or_checked_on_export():
+    fields = {f.name for f in dataclasses.fields(VisualSettings)}
+    assert fields == set(VISUAL_EXPRESSED) | set(VISUAL_FIXED)
+    assert not set(VISUAL_EXPRESSED) & set(VISUAL_FIXED)
+    assert {f for f, _ in UNEXPRESSIBLE} == set(VISUAL_FIXED)
 
 
 @pytest.mark.parametrize("field, value", UNEXPRESSIBLE, ids=[f"{f}={v}" for f, v in UNEXPRESSIBLE])

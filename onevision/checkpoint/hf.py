@@ -129,30 +129,42 @@ def read_hf_config(folder: str | Path) -> ModelConfig:
     return config
 
 
+# Our VisualSettings fields that llava_onevision expresses, or that cannot change its numbers.
+VISUAL_EXPRESSED = {
+    "image_size": "vision_config.image_size",
+    "patch_size": "vision_config.patch_size",
+    "anyres_max": "vision_aspect_ratio 'anyres_max_N'",
+    "max_grid": "image_grid_pinpoints",
+    "grid_pinpoints": "image_grid_pinpoints",
+    "frames_upbound": "caps our frame sampler only; transformers' processor takes the frames it is given",
+    "min_frames": "acts only under max_visual_tokens",
+    "max_pool_stride": "acts only under max_visual_tokens",
+    "min_anyres_max": "acts only under max_visual_tokens",
+}
+# Our VisualSettings fields llava_onevision applies with one value only: (that value, what it does).
+VISUAL_FIXED = {
+    "video_pool_stride": (2, "llava_onevision pools video frames with stride 2"),
+    "video_pool_mode": ("bilinear", "llava_onevision pools video frames bilinearly"),
+    "video_newline": ("video", "llava_onevision puts one newline after each video"),
+    "single_image": ("anyres", "llava_onevision runs a lone image through AnyRes"),
+    "max_visual_tokens": (None, "llava_onevision has no token budget; samples over it would get other tokens"),
+    "unpad_rounding": ("round", "llava_onevision rounds when unpadding, int(round(x, 7))"),
+    "base_image": ("pad", "llava_onevision's processor pads base-resolution images to a square"),
+}
+
+
 def not_in_transformers(config: ModelConfig) -> list[str]:
     """Our settings that transformers' llava_onevision cannot express (it would read other numbers), one line each.
 
-    Expressed by the config: tower and decoder fields, feature layer, projector activation,
-    placeholder ids, grid pinpoints, AnyRes-Max-N. `frames_upbound` caps our frame sampler
-    only (transformers' processor takes the frames it is given); `min_frames`,
-    `max_pool_stride` and `min_anyres_max` act only under a `max_visual_tokens` budget.
+    Tower and decoder fields, feature layer, projector activation and placeholder ids are
+    expressed by the config; `VISUAL_EXPRESSED` lists the visual fields that are expressed or
+    cannot change its numbers, `VISUAL_FIXED` those it applies with one value only.
     """
-    visual = config.visual
     problems = []
-    if visual.video_newline != "video":
-        problems.append(f"visual.video_newline={visual.video_newline!r} (llava_onevision puts one newline after each video)")
-    if visual.video_pool_stride != 2:
-        problems.append(f"visual.video_pool_stride={visual.video_pool_stride} (llava_onevision pools video frames with stride 2)")
-    if visual.single_image != "anyres":
-        problems.append(f"visual.single_image={visual.single_image!r} (llava_onevision runs a lone image through AnyRes)")
-    if visual.max_visual_tokens is not None:
-        problems.append(f"visual.max_visual_tokens={visual.max_visual_tokens} (llava_onevision has no token budget; samples over it would get other tokens)")
-    if visual.video_pool_mode != "bilinear":
-        problems.append(f"visual.video_pool_mode={visual.video_pool_mode!r} (llava_onevision pools video frames bilinearly)")
-    if visual.unpad_rounding != "round":
-        problems.append(f"visual.unpad_rounding={visual.unpad_rounding!r} (llava_onevision rounds the unpadded side)")
-    if visual.base_image != "pad":
-        problems.append(f"visual.base_image={visual.base_image!r} (llava_onevision pads images of a set to a square)")
+    for name, (value, what) in VISUAL_FIXED.items():
+        ours = getattr(config.visual, name)
+        if ours != value:
+            problems.append(f"visual.{name}={ours!r} ({what})")
     return problems
 
 

@@ -58,6 +58,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder to write beside the weights (default: the source's, if any)")
     parser.add_argument("--max-shard-size", type=parse_shard_size, default="5GB", help="shard the weights past this size (default 5GB)")
+    parser.add_argument(
+        "--allow-unexpressible",
+        action="store_true",
+        help="with --to hf: write visual settings transformers' llava_onevision cannot express (e.g. LLaVA-NeXT's "
+        "truncating unpad, grid newlines) for onevision only, with a warning; without it such a conversion is refused",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -110,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             vision_feature_layer=args.vision_feature_layer,
             tokenizer=tokenizer,
             max_shard_size=args.max_shard_size,
+            strict=not args.allow_unexpressible,
         )
     source = checkpoint.source
     print(f"{source} ({checkpoint.format}) -> {dst} ({args.to}): {len(checkpoint.tensors)} tensors")
