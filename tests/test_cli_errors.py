@@ -152,6 +152,10 @@ CASES = [
     (["demo", "--threads", "0"], 2, ["--threads"]),
     (["demo", "--seed", "-1"], 2, ["--seed"]),
     (["demo", "--quick", "--out", "{file}"], 2, ["--out", "a-file.txt"]),
+    (["world", "{file}", "--train", "1", "--test", "1", "--no-progress"], 2, ["a-file.txt"]),
+    (["world", "{root}/world", "--frames", "100000"], 2, ["--frames", "256"]),
+    (["world", "{root}/world", "--image-size", "16"], 2, ["--image-size"]),
+    (["world", "{root}/world", "--seed", "-1"], 2, ["--seed"]),
     (["transfer", "--recipes", "audio"], 2, ["--recipes", "audio"]),
     (["transfer", "--quick", "--out", "{root}", "--cache", "{file}"], 2, ["--cache", "a-file.txt"]),
 ]

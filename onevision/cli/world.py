@@ -20,6 +20,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from onevision.cli.errors import bounded_int
+from onevision.cli.options import MAX_SEED
+
 
 def register(subparsers) -> None:
     from onevision.world.build import SCENARIOS
@@ -33,7 +36,7 @@ def register(subparsers) -> None:
     parser.add_argument("out", metavar="DIR", help="folder to write the world into")
     parser.add_argument("--train", type=int, default=160, help="train items per task (default 160)")
     parser.add_argument("--test", type=int, default=24, help="test items per task (default 24)")
-    parser.add_argument("--seed", type=int, default=0, help="root seed (default 0)")
+    parser.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=0, help="root seed (default 0)")
     parser.add_argument("--image-size", type=int, default=64, help="image and frame side in pixels, even (default 64)")
     parser.add_argument("--frames", type=int, default=8, help="frames per video (default 8)")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="scenarios to generate (default all)")
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from onevision.world.recipes import write_world_recipes
 
     limits = {"--train": (args.train, 0, 100_000), "--test": (args.test, 0, 100_000),
-              "--image-size": (args.image_size, 16, 1024), "--frames": (args.frames, 1, 256)}
+              "--image-size": (args.image_size, 32, 1024), "--frames": (args.frames, 1, 256)}
     for name, (value, low, high) in limits.items():
         if not low <= value <= high:
             print(f"onevision world: error: {name} must be in [{low}, {high}], got {value}", file=sys.stderr)
