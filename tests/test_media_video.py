@@ -257,6 +257,16 @@ def test_raw_stream_without_timestamps_is_numbered_by_count(tmp_path, backend):
     assert clip.timestamps == frame_timestamps(clip.indices, clip.fps)
 
 
+@pytest.mark.parametrize("frames", [7, 31])
+def test_h264_with_b_frames_in_avi_is_numbered_in_display_order(tmp_path, frames):
+    # AVI has no timestamps; FFmpeg's packet numbers follow decode order, which B-frames
+    # reorder. Numbered by pts, frame 4 of 7 looked missing ("could not be decoded").
+    path = make_video(tmp_path / "b.avi", frames=frames, bframes=2)
+    clip = load_video(path, num_frames=frames, backend="pyav")
+    assert clip.indices == list(range(frames)) == shown_indices(clip, frames)
+    assert clip.timestamps == frame_timestamps(clip.indices, clip.fps)
+
+
 # ----------------------------------------------------------------------------- broken inputs
 
 

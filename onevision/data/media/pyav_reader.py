@@ -13,7 +13,9 @@ the frames of a typical H.264 stream) are not decoded at all; wanted frames are 
 straight to the output size by swscale.
 
 Streams whose packets carry no timestamps (raw H.264/HEVC elementary streams) are decoded from
-the start and their frames numbered by count.
+the start and their frames numbered by count. So are AVI files: AVI stores no timestamps,
+FFmpeg numbers its packets in decode order, and with B-frames (H.264 in AVI) those numbers
+are not the display order, which made frames look missing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from onevision.data.media.integrity import scan_packets
 from onevision.data.media.probe import open_video, stream_fps, video_stream
 from onevision.data.media.resize import MAX_FRAME_PIXELS, Size, bounded_output_size
 from onevision.data.media.sampling import frame_timestamps
+
+NO_TIMESTAMP_FORMATS = ("avi",)
+"""Demuxers whose packet pts is a decode-order count, not a presentation time."""
 
 THREAD_TYPE = "SLICE"
 """FFmpeg threading for decoding. Slice threading, not frame threading ("AUTO"/"FRAME"): every
@@ -132,7 +137,7 @@ class PyAVReader:
         index = scan_packets(self.path, self._container, self._stream, self.fps)
         self.num_frames = index.count
         self._time_base: Fraction = self._stream.time_base or Fraction(1, 1)
-        if index.pts is None:
+        if index.pts is None or self._container.format.name in NO_TIMESTAMP_FORMATS:
             self._pts = None
             return
         pts = sorted(index.pts)
