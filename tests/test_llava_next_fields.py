@@ -15,9 +15,9 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from helpers_model import random_image
 from llava_next_folders import llava_video_config
+from torch import nn
 
 from onevision.budget import ImageMedia, VideoMedia, plan_sample
 from onevision.checkpoint import CheckpointError
@@ -91,7 +91,7 @@ MAPPED_TESTS = {
 
 def get_2dPool(image_feature, mm_spatial_pool_mode, num_patches_per_side, stride=2):
     height = width = num_patches_per_side
-    num_frames, num_tokens, num_dim = image_feature.shape
+    num_frames, _, num_dim = image_feature.shape
     image_feature = image_feature.view(num_frames, height, width, -1)
     image_feature = image_feature.permute(0, 3, 1, 2).contiguous()
     if mm_spatial_pool_mode == "average":
@@ -179,7 +179,7 @@ def original_anyres(image_feature, image_size_wh, grid_pinpoints, tile, side, im
     image_feature = unpad_image(image_feature, image_size_wh)
     if image_aspect_ratio.startswith("anyres_max_"):
         max_num_patches = int(image_aspect_ratio.removeprefix("anyres_max_"))
-        c, h, w = image_feature.shape
+        _, h, w = image_feature.shape
         times = math.sqrt(h * w / (max_num_patches * side**2))
         if times > 1.1:
             image_feature = nn.functional.interpolate(image_feature[None], [int(h // times), int(w // times)], mode="bilinear")[0]

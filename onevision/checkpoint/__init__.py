@@ -24,12 +24,12 @@ from onevision.checkpoint.convert import (
 from onevision.checkpoint.files import Checkpoint, CheckpointError, TensorRef, materialize
 from onevision.checkpoint.hf import load_hf, read_hf, read_hf_config, save_hf, save_processor
 from onevision.checkpoint.llava_next import (
-    expand_grid_pinpoints,
     load_llava_next,
     read_llava_next,
     read_llava_next_config,
     save_llava_next,
 )
+from onevision.checkpoint.llava_next_fields import expand_grid_pinpoints
 
 __all__ = [
     "DTYPES",

@@ -47,7 +47,12 @@ from onevision.checkpoint.files import (
     write_tensors,
 )
 from onevision.checkpoint.hf import CONFIG_FILE, VISUAL_KEY
-from onevision.checkpoint.llava_next_fields import expand_grid_pinpoints, llava_fields, reconcile, visual_from_llava
+from onevision.checkpoint.llava_next_fields import (
+    check_refused_fields,
+    llava_fields,
+    reconcile,
+    visual_from_llava,
+)
 from onevision.model.config import SIGLIP_SO400M, ModelConfig, VisionConfig
 from onevision.utils.dataclass_io import ConfigError, from_dict, to_dict
 
@@ -97,6 +102,7 @@ def read_llava_next_config(folder: str | Path, vision_dir: str | Path | None = N
     data = read_json(path)
     if data.get("model_type") != LLAVA_NEXT_MODEL_TYPE:
         raise CheckpointError(f"{path}: model_type is {data.get('model_type')!r}, expected {LLAVA_NEXT_MODEL_TYPE!r}")
+    check_refused_fields(data, str(path))
     projector = data.get("mm_projector_type", "mlp2x_gelu")
     if projector != "mlp2x_gelu":
         raise CheckpointError(f"{path}: mm_projector_type {projector!r} is not supported (only 'mlp2x_gelu')")
