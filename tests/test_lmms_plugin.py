@@ -169,6 +169,13 @@ def _scores_with_task(lmm, docs, options):
     return losses
 
 
+def test_mutual_information_requests_are_refused_by_name(setup):
+    lmm = setup[0]
+    # lmms-eval 0.7.3's acc_mutual_info requests: (context, continuation) only, no document.
+    with pytest.raises(ValueError, match="acc_mutual_info"):
+        lmm.loglikelihood([instance("loglikelihood", ("", " red"), 0)])
+
+
 def test_generate_until_multi_round_follows_doc_to_text(setup):
     lmm, pipe, docs, _ = setup
     seen = []

@@ -217,6 +217,13 @@ class OneVisionLMMS(lmms):
         Each pair comes wrapped as `GenerationResult(text=pair)` when the installed lmms-eval
         would otherwise turn it into a string (see `_WRAP_SCORES`).
         """
+        unconditional = [r for r in requests if len(r.args) != 6]
+        if unconditional:
+            raise ValueError(
+                f"task {unconditional[0].task_name}: lmms-eval 0.7.3 builds acc_mutual_info's unconditional requests "
+                "without their document (2 arguments, not 6) and ranks that metric by argmax over the losses it ranks acc "
+                "by argmin; no model can score it. Remove acc_mutual_info from the task's metric_list"
+            )
         scores: list[tuple[float, bool] | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for index, instance in enumerate(requests):
@@ -250,7 +257,6 @@ class OneVisionLMMS(lmms):
                         scores[index] = (sign * score.logprob, score.greedy)
             bar.update(sum(len(groups[k]) for k in keys[start : start + self.batch_size]))
         bar.close()
-        _warn_mutual_info(requests)
         return [GenerationResult(text=pair) for pair in scores] if _WRAP_SCORES else scores
 
 
@@ -288,17 +294,10 @@ def _gold_options(task, doc) -> set[int]:
         gold = task.doc_to_text(doc) if task.multiple_input else task.doc_to_target(doc)
     except (LookupError, TypeError, ValueError, AttributeError):  # the document is bad; its gold may be too
         return {0}
-    gold = gold if isinstance(gold, list) else [gold]
-    return {choices.index(g) if isinstance(g, str) and g in choices else g for g in gold if not isinstance(g, str) or g in choices}
-
-
-def _warn_mutual_info(requests: list[Instance]) -> None:
-    """lmms-eval 0.7.3 ranks acc_mutual_info by argmax over loss differences, the opposite of
-    its argmin for acc; with losses (what it expects for acc) that metric comes out inverted."""
-    tasks = {getattr(r.args[2], "__self__", None) for r in requests}
-    for task in tasks - {None}:
-        if "acc_mutual_info" in getattr(task, "_metric_fn_list", {}):
-            logger.warning(
-                f"onevision: task {task.config.task}: lmms-eval ranks acc_mutual_info by argmax over losses "
-                "(acc by argmin); its acc_mutual_info is inverted, read acc and acc_norm instead"
-            )
+    indices = set()
+    for one in gold if isinstance(gold, list) else [gold]:
+        if not isinstance(one, str):
+            indices.add(int(one))
+        elif one in choices:
+            indices.add(choices.index(one))
+    return indices or {0}
