@@ -22,7 +22,9 @@ Requests:
   have produced it. What the score is depends on the task's output type, because lmms-eval
   0.7.3 reads it two ways: `multiple_choice` picks `argmin` (its own models return losses),
   so there it is the loss, minus the summed log-probability; `loglikelihood` tasks aggregate
-  `perplexity = exp(-mean)`, so there it is the summed log-probability.
+  `perplexity = exp(-mean)`, so there it is the summed log-probability. (lmms-eval 0.7.3's
+  built-in process_results for loglikelihood tasks fails for every model, so such a task needs
+  its own, as scripts/lmms_eval_tasks/utils.py has; acc_mutual_info requests are refused.)
 - `generate_until_multi_round`: round 0 as `generate_until`; later rounds take their media and
   context from the task's `doc_to_text` until it signals the end (a context may be a JSON list
   of turns); the answers of every round per request.
