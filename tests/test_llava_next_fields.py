@@ -303,6 +303,20 @@ def test_video_pooling_matches_get_2dPool(mode, newline):
     assert torch.equal(ours, theirs)
 
 
+@pytest.mark.parametrize("mode", ["average", "max", "bilinear"])
+@pytest.mark.parametrize("stride", [2, 3, 4])
+def test_stronger_pooling_of_a_budget_keeps_plan_and_features_together(mode, stride):
+    # Degrading to fit a budget raises the stride; a 9x9 map shows floor vs ceil at every stride.
+    import dataclasses
+
+    settings = visual_from_llava(llava_video_config(pool_mode=mode, image_aspect_ratio="pad"), WHERE, 72, 8)
+    plan = plan_sample([VideoMedia(2)], dataclasses.replace(settings, video_pool_stride=stride)).items[0]
+    torch.manual_seed(stride)
+    tiles, image_newline = torch.randn(2, 81, 4), torch.randn(4)
+    theirs = add_token_per_grid(get_2dPool(tiles, mode, 9, stride), image_newline)
+    assert plan.tokens == theirs.shape[0] and torch.equal(layout_item(plan, tiles, image_newline), theirs)
+
+
 def test_released_video_token_counts():
     # 27x27 map, stride 2: average / max pool to 13x13 (floor), bilinear to 14x14 (ceil).
     per_frame = {("average", "grid"): 13 * 14, ("max", "grid"): 13 * 14, ("bilinear", "grid"): 14 * 15,
