@@ -167,7 +167,8 @@ def test_lmms_eval_plugin(name, folders, pipes, media):
     pipe = pipes(name)
     assert answers[0] == pipe.generate_batch([{"question": QUESTION, "images": docs[0]["visual"]}], max_new_tokens=3)[0]
     assert isinstance(answers[1], str)
-    (result,) = lmm.loglikelihood([instance("loglikelihood", (QUESTION, "red", visuals, 0, "toy", "test"), 0)])
+    # A loglikelihood task's continuation is its doc_to_target (a function); the score is then the log-probability.
+    (result,) = lmm.loglikelihood([instance("loglikelihood", (QUESTION, lambda doc: "red", visuals, 0, "toy", "test"), 0)])
     logprob, greedy = unwrap_generation_output(result)[0]
     prepared = pipe.prepare({"question": QUESTION, "images": docs[0]["visual"]})
     (score,) = pipe.score([prepared], [[pipe.encoder.encode_text("red") + pipe.answer_end]])[0]
