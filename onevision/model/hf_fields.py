@@ -132,6 +132,7 @@ LEGACY_KEYS = {
     "use_image_newline_parameter": "transformers 4.x note; the newline vector always exists",
     "ignore_index": "transformers 4.x loss label; ours is -100 as well",
     "onevision_visual": "our visual settings (onevision.checkpoint.hf)",
+    "_attn_implementation_autoset": "transformers 4.x bookkeeping; the attention kernel is chosen when building",
 }
 
 
@@ -146,7 +147,7 @@ def warn_unknown(data: dict, known: set[str], where: str) -> list[str]:
     """Log (and return) the keys of `data` that no list here knows."""
     unknown = sorted(set(data) - known - set(LEGACY_KEYS))
     if unknown:
-        logger.warning(f"{where}: ignoring keys transformers' llava_onevision modules do not read: {unknown}")
+        logger.warning(f"{where}: ignoring keys that are no field of the transformers config (its modules do not read them): {unknown}")
     return unknown
 
 
