@@ -459,6 +459,9 @@ def test_save_llava_next_refuses_by_name_and_reconciles(tmp_path):
     data = json.loads((tmp_path / "ok" / "config.json").read_text())
     assert (data["mm_spatial_pool_mode"], data["mm_newline_position"], data["mm_spatial_pool_stride"]) == ("average", "grid", 2)
     assert read_llava_next_config(tmp_path / "ok").visual == config.visual
+    older = {**data, "onevision_visual": {k: v for k, v in data["onevision_visual"].items() if k != "video_pool_mode"}}
+    (tmp_path / "ok" / "config.json").write_text(json.dumps(older))  # written before video_pool_mode existed
+    assert read_llava_next_config(tmp_path / "ok").visual == config.visual
     data["mm_spatial_pool_mode"] = "max"  # edited by hand: now disagrees with onevision_visual
     (tmp_path / "ok" / "config.json").write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match="onevision_visual.video_pool_mode is 'average' but .* give 'max'"):

@@ -131,8 +131,9 @@ def read_llava_next_config(folder: str | Path, vision_dir: str | Path | None = N
 
     visual = visual_from_llava(data, str(path), vision.image_size, vision.patch_size)
     if VISUAL_KEY in data:
+        # Keys a folder written before a setting existed lacks take what the mm_* fields say.
         try:
-            ours = from_dict(VisualSettings, data[VISUAL_KEY], where=VISUAL_KEY)
+            ours = from_dict(VisualSettings, {**visual.to_dict(), **data[VISUAL_KEY]}, where=VISUAL_KEY)
         except (ConfigError, TypeError, ValueError) as error:
             raise CheckpointError(f"{path}: {error}") from error
         visual = reconcile(visual, ours, str(path))
