@@ -46,6 +46,14 @@ def test_stage_settings_follow_the_curriculum():
     assert video.visual["frames_upbound"] == 64 and video.visual["video_newline"] == "row"
 
 
+def test_stages_after_stage1_use_anyres_even_from_a_base_only_export():
+    # Stage 1's export carries single_image='base'; a later stage must not inherit it silently.
+    stage1_export = load_stage("stage1").visual_settings(preset("debug").visual)
+    assert stage1_export.single_image == "base"
+    for name in ("stage1_5", "stage2_si", "stage2_ov", "video"):
+        assert load_stage(name).visual_settings(stage1_export).single_image == "anyres", name
+
+
 def test_stage_name_or_path(tmp_path, monkeypatch):
     assert stage_path("stage1").name == "stage1.yaml"
     monkeypatch.chdir(tmp_path)
