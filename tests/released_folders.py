@@ -15,11 +15,13 @@ Replicas (`REPLICAS`):
   `added_tokens.json`, `special_tokens_map.json`), `preprocessor_config.json`,
   `processor_config.json`, `video_preprocessor_config.json`, `generation_config.json` and the
   released chat template. The 0.5b replica keeps the template in the legacy processor file
-  `chat_template.json`, with Qwen2-Instruct's own (string-content, system-turn) template left in
-  `tokenizer_config.json` as the August 2024 upload has it; the 7b replica keeps it in
+  `chat_template.json`, with Qwen2-Instruct's own (string-content, system-turn) template in
+  `tokenizer_config.json`, where a tokenizer copied from Qwen2-Instruct carries it (the trap: a
+  pipeline reading the tokenizer's template renders another prompt); the 7b replica keeps it in
   `chat_template.jinja`, as transformers saves a processor today, where the tokenizer reads it too.
-* ``lmms-lab/llava-onevision-qwen2-0.5b-ov`` (original LLaVA-NeXT layout): a `llava_qwen`
-  `config.json` with the released `mm_*` fields, `model.safetensors` with LLaVA-NeXT's keys
+* ``lmms-lab/llava-onevision-qwen2-0.5b-ov`` (original LLaVA-NeXT layout): the `config.json`
+  LLaVA-NeXT's trainer wrote, with the released `mm_*` fields and model_type "llava" (not
+  "llava_qwen": LLaVA-NeXT issue #350 quotes the warning this gives when the checkpoint is loaded), `model.safetensors` with LLaVA-NeXT's keys
   (SigLIP's last layer and head included, as the training code saved them), and Qwen2's tokenizer
   files without `<image>` / `<video>` (LLaVA-NeXT splices at id -200 instead). One departure from
   the released file: the config names the tower by hub id, which would mean a so400m-sized
@@ -37,9 +39,9 @@ Where the field values come from:
   src/transformers/models/llava_onevision/convert_llava_onevision_weights_to_hf.py, which made
   the llava-hf folders (vocabulary resized to Qwen2's + 2 padded to a multiple of 64: 152000
   for 0.5B, 152128 for 7B; `<image>` / `<video>` added as special tokens);
-* the lmms-lab `llava_qwen` fields: the released llava-onevision-qwen2-7b-ov config.json as
-  quoted in PaddleMIX's tests/models/test_llava.py (the 0.5b one differs only in widths and in
-  tying its embeddings);
+* the lmms-lab fields: the released llava-onevision-qwen2-7b-ov config.json as quoted in
+  PaddleMIX's tests/models/test_llava.py (model_type "llava" included; the 0.5b one differs in
+  widths, vocabulary (Qwen2-0.5B's 151936) and in tying its embeddings);
 * Qwen2-Instruct's chat template: the Qwen2 instruct models' tokenizer_config.json.
 """
 
@@ -271,7 +273,7 @@ def _llava_qwen_config(replica: Replica) -> dict:
         "mm_vision_select_layer": -2,
         "mm_vision_tower": "google/siglip-so400m-patch14-384",
         "mm_vision_tower_lr": 2e-06,
-        "model_type": "llava_qwen",
+        "model_type": "llava",
         "pos_skipping_range": 4096,
         "rms_norm_eps": 1e-06,
         "rope_scaling": None,

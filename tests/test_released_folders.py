@@ -31,6 +31,7 @@ from PIL import Image
 
 from helpers_model import single_thread  # noqa: F401  (autouse fixture)
 from media_factory import make_video
+from onevision.checkpoint import CheckpointError, detect_format
 from onevision.checkpoint.files import read_chat_template
 from onevision.cli.main import main
 from onevision.infer.inputs import Request
@@ -322,3 +323,13 @@ def test_chat_template_files_read_as_transformers_processor_does(folders, tmp_pa
     (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": 3}))
     with pytest.raises(ValueError, match="chat_template.json"):
         read_chat_template(tmp_path)
+
+
+def test_released_original_config_is_detected_by_its_architecture(folders, tmp_path):
+    """The lmms-lab configs say model_type 'llava'; only LlavaQwenForCausalLM makes that the original layout."""
+    folder = folders[ORIGINAL[0]]
+    data = json.loads((folder / "config.json").read_text())
+    assert data["model_type"] == "llava" and detect_format(folder) == "llava-next"
+    (tmp_path / "config.json").write_text(json.dumps({**data, "architectures": ["LlavaForConditionalGeneration"]}))
+    with pytest.raises(CheckpointError, match="LlavaQwenForCausalLM"):
+        detect_format(tmp_path)

@@ -1,8 +1,9 @@
 """Format detection and conversion between checkpoint layouts.
 
-Formats, told apart by config.json's `model_type`:
+Formats, told apart by config.json's `model_type` (and `architectures` for 'llava'):
 - 'hf': transformers' `llava_onevision` (see `onevision.checkpoint.hf`);
-- 'llava-next': the original LLaVA-NeXT `llava_qwen` (see `onevision.checkpoint.llava_next`);
+- 'llava-next': the original LLaVA-NeXT `llava_qwen`, which the released lmms-lab configs write as
+  model_type 'llava' with architectures ['LlavaQwenForCausalLM'] (see `onevision.checkpoint.llava_next`);
 - components: a Qwen2 LLM folder plus a SigLIP folder (`onevision.checkpoint.components`),
   given as two folders since neither alone is a model.
 
@@ -19,7 +20,7 @@ import torch
 from onevision.checkpoint.components import LLM_MODEL_TYPES, VISION_MODEL_TYPES, read_components
 from onevision.checkpoint.files import Checkpoint, CheckpointError, check_keys, empty_model, materialize, model_keys, read_json
 from onevision.checkpoint.hf import CONFIG_FILE, HF_MODEL_TYPE, read_hf, write_hf
-from onevision.checkpoint.llava_next import LLAVA_NEXT_MODEL_TYPE, read_llava_next, write_llava_next
+from onevision.checkpoint.llava_next import LLAVA_NEXT_MODEL_TYPE, is_llava_next_config, read_llava_next, write_llava_next
 from onevision.model.config import ModelConfig
 
 FORMATS = ("hf", "llava-next")
@@ -42,10 +43,11 @@ def detect_format(folder: str | Path) -> str:
             f"{folder} has no {CONFIG_FILE}; looked for a checkpoint folder with config.json "
             f"(model_type {HF_MODEL_TYPE!r} or {LLAVA_NEXT_MODEL_TYPE!r}) and safetensors weights"
         )
-    model_type = read_json(path).get("model_type")
+    data = read_json(path)
+    model_type = data.get("model_type")
     if model_type == HF_MODEL_TYPE:
         return "hf"
-    if model_type == LLAVA_NEXT_MODEL_TYPE:
+    if is_llava_next_config(data):
         return "llava-next"
     if model_type in LLM_MODEL_TYPES + VISION_MODEL_TYPES:
         raise CheckpointError(
@@ -54,7 +56,8 @@ def detect_format(folder: str | Path) -> str:
         )
     raise CheckpointError(
         f"{path}: model_type {model_type!r} is not a known checkpoint format; looked for "
-        f"{HF_MODEL_TYPE!r} (transformers) or {LLAVA_NEXT_MODEL_TYPE!r} (original LLaVA-NeXT)"
+        f"{HF_MODEL_TYPE!r} (transformers) or {LLAVA_NEXT_MODEL_TYPE!r} (original LLaVA-NeXT; the released "
+        "lmms-lab configs say 'llava' with architectures ['LlavaQwenForCausalLM'])"
     )
 
 

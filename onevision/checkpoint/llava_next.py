@@ -58,6 +58,21 @@ from onevision.utils.dataclass_io import ConfigError, from_dict, to_dict
 
 LLAVA_NEXT_MODEL_TYPE = "llava_qwen"
 LLAVA_NEXT_ARCHITECTURE = "LlavaQwenForCausalLM"
+# The released lmms-lab configs say model_type "llava" (a copy of llava-onevision-qwen2-7b-ov's
+# config.json is in PaddleMIX tests/models/test_llava.py; LLaVA-NeXT issue #350 quotes the warning
+# "You are using a model of type llava to instantiate a model of type llava_qwen"): LLaVA-NeXT
+# loads by class (`LlavaQwenForCausalLM.from_pretrained`), so only the architecture tells them apart
+# from transformers' own "llava" (LlavaForConditionalGeneration).
+LLAVA_NEXT_RELEASED_MODEL_TYPE = "llava"
+
+
+def is_llava_next_config(data: dict) -> bool:
+    """A config.json of the original layout: model_type 'llava_qwen', or 'llava' naming LlavaQwenForCausalLM."""
+    model_type = data.get("model_type")
+    if model_type == LLAVA_NEXT_MODEL_TYPE:
+        return True
+    return model_type == LLAVA_NEXT_RELEASED_MODEL_TYPE and LLAVA_NEXT_ARCHITECTURE in (data.get("architectures") or [])
+
 SO400M_TOWER = "google/siglip-so400m-patch14-384"
 
 _TOWER = "model.vision_tower.vision_tower.vision_model."
@@ -100,8 +115,11 @@ def read_llava_next_config(folder: str | Path, vision_dir: str | Path | None = N
 
     path = Path(folder) / CONFIG_FILE
     data = read_json(path)
-    if data.get("model_type") != LLAVA_NEXT_MODEL_TYPE:
-        raise CheckpointError(f"{path}: model_type is {data.get('model_type')!r}, expected {LLAVA_NEXT_MODEL_TYPE!r}")
+    if not is_llava_next_config(data):
+        raise CheckpointError(
+            f"{path}: model_type is {data.get('model_type')!r} (architectures {data.get('architectures')}), expected "
+            f"{LLAVA_NEXT_MODEL_TYPE!r}, or {LLAVA_NEXT_RELEASED_MODEL_TYPE!r} with {LLAVA_NEXT_ARCHITECTURE!r}"
+        )
     check_refused_fields(data, str(path))
     projector = data.get("mm_projector_type", "mlp2x_gelu")
     if projector != "mlp2x_gelu":

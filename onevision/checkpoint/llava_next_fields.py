@@ -59,7 +59,7 @@ ORIGINAL_POOL_STRIDE = 2
 # we treat it: "mapped" (onto our model or visual settings), "no effect" (read, but changes
 # nothing the model computes at inference), or "refused unless ..." (other values raise).
 FIELDS: dict[str, str] = {
-    "model_type": "refused unless 'llava_qwen'",
+    "model_type": "refused unless 'llava_qwen', or 'llava' (the released configs) with architectures ['LlavaQwenForCausalLM']",
     "mm_vision_tower": "mapped: SigLIP shape (so400m by name, else vision_config / vision_dir); refused unless it names a SigLIP",
     "vision_tower": "mapped: read when mm_vision_tower is absent, as build_vision_tower does",
     "s2": "no effect: only CLIP towers read it",
