@@ -26,6 +26,11 @@ that never learned `<image>` (the original LLaVA-NeXT ones, which splice at id -
 `tokenizer_image_token`) still works; where the tokenizer has them as special tokens the ids are
 the same as tokenising the whole text.
 
+Control tokens written in a turn's text (``<|im_end|>``, ``<|im_start|>``, ...) are plain text:
+they are escaped before rendering and their characters tokenised, never their special ids, so
+a question cannot close its turn or forge another (`onevision.data.control_text`). Only
+``<image>`` / ``<video>`` in system and user turns act, as placeholders.
+
 Placeholders follow the LLaVA data convention: a question without any gets one `<image>\n`
 per image and `<video>\n` for the video in front of its text; a question that has them must
 have one per item (a video's may be written `<image>`, as the official video data does).
@@ -41,6 +46,7 @@ from typing import Sequence
 
 import torch
 
+from onevision.data.control_text import ControlTokens, Escape
 from onevision.tokenizer import CHATML_TEMPLATE, DEFAULT_SYSTEM_PROMPT, IM_END, IM_START, IMAGE_TOKEN, VIDEO_TOKEN
 
 PLACEHOLDER = re.compile(re.escape(IMAGE_TOKEN) + "|" + re.escape(VIDEO_TOKEN))
@@ -178,9 +184,15 @@ class PromptEncoder:
         self.prompt_format = "chat_template" if prompt_format == "auto" else prompt_format
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None) or CHATML_TEMPLATE
         self.typed = self.prompt_format == "chat_template" and not renders_strings(tokenizer, self.chat_template)
+        self.controls = ControlTokens(tokenizer)
 
     def render(self, turns: Sequence[tuple[str, str]]) -> str:
         """The prompt text: every turn, then the assistant's generation prompt."""
+        text, escape = self._render(turns)
+        return escape.restore(text)
+
+    def _render(self, turns: Sequence[tuple[str, str]]) -> tuple[str, Escape]:
+        """The prompt rendered from escaped turns (control tokens in text defused), and the escape."""
         messages = []
         for role, text in turns:
             if role.lower() not in ROLES:
@@ -190,13 +202,15 @@ class PromptEncoder:
             raise ValueError("an inference conversation must end with a user turn")
         if self.system_prompt is not None and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": self.system_prompt})
+        escape = self.controls.escape_for(m["content"] for m in messages)
+        messages = [{**m, "content": escape(m["content"], keep_placeholders=m["role"] != "assistant")} for m in messages]
         if self.prompt_format == "qwen_1_5":
-            return qwen_1_5_prompt(messages)
+            return qwen_1_5_prompt(messages), escape
         if self.typed:
             messages = [{"role": m["role"], "content": typed_parts(m["content"])} for m in messages]
         return self.tokenizer.apply_chat_template(
             messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
-        )
+        ), escape
 
     def encode(self, turns: Sequence[tuple[str, str]], plans: Sequence) -> torch.Tensor:
         """Token ids [T] of the prompt, each placeholder expanded to its item's `plan.tokens`.
@@ -204,7 +218,7 @@ class PromptEncoder:
         Raises:
             ValueError: placeholders and item plans differ in number or kind.
         """
-        text = self.render(turns)
+        text, escape = self._render(turns)
         pieces = PLACEHOLDER.split(text)
         marks = PLACEHOLDER.findall(text)
         kinds = ["video" if m == VIDEO_TOKEN else "image" for m in marks]
@@ -214,14 +228,13 @@ class PromptEncoder:
                 f"the prompt's placeholders {kinds} do not match the request's media {item_kinds}"
             )
         ids: list[int] = []
-        for k, piece in enumerate(pieces):
-            if piece:
-                ids.extend(self.tokenizer(piece, add_special_tokens=False)["input_ids"])
+        for k, (piece_ids, _) in enumerate(self.controls.tokenize(pieces, escape)):
+            ids.extend(piece_ids)
             if k < len(plans):
                 token = self.video_token_id if plans[k].kind == "video" else self.image_token_id
                 ids.extend([token] * plans[k].tokens)
         return torch.tensor(ids, dtype=torch.long)
 
     def encode_text(self, text: str) -> list[int]:
-        """Ids of plain text (no specials added)."""
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        """Ids of plain text (no specials added; control tokens in it tokenised as text)."""
+        return self.controls.plain(text)
