@@ -170,6 +170,7 @@ def test_stop_at_not_after_the_resumed_step_is_refused(runs, tmp_path):
         ("eval.batches=0", "eval.batches"), ("distributed.timeout_s=0", "distributed.timeout_s"),
         ("checkpoint.resume=maybe", "checkpoint.resume"), ("loop.steps=2.5", "loop.steps"),
         ("checkpoint.allow_changes=[optim.learning_rate]", "checkpoint.allow_changes"),
+        ("visual.frames_upbound=0", "visual"),
     ],
 )
 def test_each_setting_is_validated_by_name(override, field):
@@ -216,6 +217,15 @@ def test_a_run_whose_samples_all_fail_to_decode_stops_with_the_counts(tiny, tmp_
     message = str(caught.value)
     assert "samples tried were skipped" in message and "media" in message and "cut.png" in message, message
     assert not (tmp_path / "stage2_ov" / "hf").exists()
+    assert Checkpointer(tmp_path / "stage2_ov" / "checkpoints", start_runtime("cpu")).steps() == []
+
+
+def test_a_short_run_on_mostly_skipped_data_stops_at_its_last_step(tiny, tmp_path):  # noqa: F811
+    # A budget of 1 visual token skips every sample with media (8 of the 10); 2 steps try fewer than
+    # data.skipped_share_after samples, so only the last step's check can stop the run.
+    with pytest.raises(DataFailure, match=r"of \d+ samples tried were skipped .*budget"):
+        run_stage(stage_for(tiny, tmp_path, "visual.max_visual_tokens=1", "loop.steps=2"))
+    assert Checkpointer(tmp_path / "stage2_ov" / "checkpoints", start_runtime("cpu")).steps() == []
 
 
 def test_a_full_disk_during_a_save_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -237,6 +247,8 @@ def test_a_full_disk_during_a_save_names_the_file_and_keeps_the_previous_checkpo
     stamp(engine, 2)
     with pytest.raises(CheckpointError) as caught:
         saver.save(2, engine, {"data": {}, "logger": {}})
-    assert "step-00000002/optimizer.pt" in str(caught.value) and "No space left on device" in str(caught.value)
+    message = str(caught.value)
+    assert "step-00000002/optimizer.pt" in message and "No space left on device" in message, message
+    assert "latest still names step-00000001" in message
     assert saver.latest().name == "step-00000001" and saver.select().path.name == "step-00000001"
     assert not list((tmp_path / "ck").glob(".tmp-*"))

@@ -169,9 +169,10 @@ class Checkpointer:
         except Exception as err:
             if self.runtime.is_main:
                 shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(err, CheckpointError):
-                raise
-            raise CheckpointError(f"could not save checkpoint {final}: {cause_of(err)}") from err
+            kept = self.latest()
+            where = f"latest still names {kept.name}" if kept is not None else "no earlier checkpoint exists"
+            what = str(err) if isinstance(err, CheckpointError) else f"could not save checkpoint {final}: {cause_of(err)}"
+            raise CheckpointError(f"{what} ({where})") from err
         self.runtime.barrier()
         return final
 

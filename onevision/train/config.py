@@ -301,6 +301,10 @@ class StageConfig:
             _check_regex(group.pattern, f"optim.groups[{group.name}].pattern")
         check_values(object_getter(self))
         check_types(self)
+        try:
+            self.visual_settings(VisualSettings())
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"visual: {err}") from None
         visual_fields = tuple(f"visual.{f.name}" for f in dataclasses.fields(VisualSettings))
         check_field_names(self.checkpoint.allow_changes, to_dict(self), "checkpoint.allow_changes", ("visual", *visual_fields))
 

@@ -12,8 +12,8 @@ The run stops (an error naming the cause; nothing saved or exported from that po
   loss in a fixed-seed run recurs at the same step, and the last checkpoint is intact to resume
   from after fixing the data or the learning rate;
 - more than `max_skipped_share` of the samples tried were skipped, checked every step once
-  `skipped_share_after` samples were tried and at the end of the run whatever the count
-  (`DataFailure`, with the counts by kind and the first reason);
+  `skipped_share_after` samples were tried, and at the last step of this call whatever the
+  count, before its checkpoint (`DataFailure`, with the counts by kind and the first reason);
 - a checkpoint cannot be written (`CheckpointError`, naming the file and the cause).
 """
 
@@ -113,17 +113,18 @@ def train(run: TrainRun) -> list[float]:
         scalars |= {f"lr/{name}": lr for name, lr in learning_rates.items()}
         if not math.isfinite(scalars["train/loss"]):
             raise NonFiniteError(f"loss is {scalars['train/loss']} at step {step} (samples {meter.ids[:8]}); stopped before saving or exporting it")
-        data.check_skipped(run.max_skipped_share, run.skipped_share_after)
+        last = step == end
+        # The last step checks whatever the count, before its checkpoint: a run on mostly
+        # skipped data never leaves a finished checkpoint that a re-run would export.
+        data.check_skipped(run.max_skipped_share, run.skipped_share_after, final=last)
         run.losses.append(scalars["train/loss"])
         run.logger.log_step(step, scalars)
-        last = step == end
         if run.evaluator is not None and ((run.eval_every and step % run.eval_every == 0) or step == run.total_steps):
             run.logger.log_eval(step, run.evaluator(engine))
         if (run.checkpoint_every and step % run.checkpoint_every == 0) or last:
             trainer_state = {"data": data.state_dict(), "logger": run.logger.state_dict()}
             run.checkpointer.save(step, engine, trainer_state, run.config)
     run.step = step
-    data.check_skipped(run.max_skipped_share, run.skipped_share_after, final=True)
     run.logger.close()
     return run.losses
 

@@ -145,6 +145,18 @@ def plan_resume(config: dict, allow: list[str], checkpointer: Checkpointer) -> R
     return plan
 
 
+def fresh_plan(checkpointer: Checkpointer) -> ResumePlan:
+    """A start at step 0 with checkpoint.resume false; notes checkpoints an earlier run left behind."""
+    steps = checkpointer.steps()
+    point = ResumePoint(None)
+    if steps:
+        point.notes.append(
+            f"checkpoint.resume is false: {checkpointer.folder} holds checkpoints of an earlier run (steps "
+            f"{steps[0]}..{steps[-1]}); this run's saves replace those of the same step and move `latest`"
+        )
+    return ResumePlan(point)
+
+
 def record_start(output_dir: Path, config: dict, plan: ResumePlan | None, runtime: Runtime, resume: bool) -> None:
     """Rank 0: append to resume.log and config_history.jsonl, then write config.yaml (see module doc)."""
     if not runtime.is_main:

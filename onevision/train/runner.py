@@ -44,7 +44,7 @@ from onevision.train.logger import TrainLogger
 from onevision.train.loop import TrainRun, train
 from onevision.train.model_init import build_model, load_tokenizer
 from onevision.train.params import LORA_PARAM, add_lora, apply_trainable, param_groups
-from onevision.train.resume import plan_resume, record_start
+from onevision.train.resume import fresh_plan, plan_resume, record_start
 from onevision.train.step import LossModule
 from onevision.utils.dataclass_io import ConfigError
 
@@ -107,7 +107,7 @@ def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
     config = stage_to_dict(stage)
     checkpointer = Checkpointer(output_dir / "checkpoints", runtime, stage.checkpoint.keep_last)
     # Before anything is built: a refused resume or a folder of broken checkpoints stops at once.
-    plan = plan_resume(config, stage.checkpoint.allow_changes, checkpointer) if stage.checkpoint.resume else None
+    plan = plan_resume(config, stage.checkpoint.allow_changes, checkpointer) if stage.checkpoint.resume else fresh_plan(checkpointer)
     record_start(output_dir, config, plan, runtime, stage.checkpoint.resume)
     tokenizer = load_tokenizer(stage.model)
     model = build_model(stage, tokenizer)
@@ -155,8 +155,8 @@ def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
         eval_every=stage.loop.eval_every,
         evaluator=evaluator,
         resume=stage.checkpoint.resume,
-        resume_from=plan.path if plan is not None else None,
-        apply_optim=bool(plan is not None and plan.accepted),
+        resume_from=plan.path,
+        apply_optim=bool(plan.accepted),
         config=config,
         max_skipped_share=stage.data.max_skipped_share,
         skipped_share_after=stage.data.skipped_share_after,
