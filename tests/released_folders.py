@@ -47,7 +47,7 @@ Where the field values come from:
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,9 +141,15 @@ def _qwen2_text_config(replica: Replica):
     )
 
 
+@functools.lru_cache(maxsize=2)
+def _qwen2_tokenizer(media_tokens: bool):
+    """The Qwen2 tokenizer, with `<image>` / `<video>` or without; built once per process (only saved, never changed)."""
+    return build_qwen2_tokenizer(MEDIA_TOKENS if media_tokens else ())
+
+
 def write_tokenizer(folder: Path, *, media_tokens: bool, template_in_config: bool) -> None:
     """Qwen2's tokenizer files as the released folders hold them (legacy file set included)."""
-    tokenizer = build_qwen2_tokenizer(MEDIA_TOKENS if media_tokens else ())
+    tokenizer = _qwen2_tokenizer(media_tokens)
     tokenizer.save_pretrained(folder)
     (folder / "chat_template.jinja").unlink(missing_ok=True)
     tokenizer.backend_tokenizer.model.save(str(folder))  # vocab.json, merges.txt

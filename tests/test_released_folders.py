@@ -35,8 +35,10 @@ from onevision.checkpoint import CheckpointError, detect_format
 from onevision.checkpoint.files import read_chat_template
 from onevision.cli.main import main
 from onevision.infer.inputs import Request
-from onevision.infer.pipeline import OneVision
-from released_folders import RELEASED_CHAT_TEMPLATE, REPLICAS, build_replica
+from onevision.infer.pipeline import InferenceConfig, OneVision
+from onevision.infer.prompt import renders_strings
+from onevision.tokenizer import CHATML_TEMPLATE
+from released_folders import QWEN2_INSTRUCT_TEMPLATE, RELEASED_CHAT_TEMPLATE, REPLICAS, build_replica
 
 HF = [name for name, r in REPLICAS.items() if r.layout == "hf"]
 ORIGINAL = [name for name, r in REPLICAS.items() if r.layout == "llava-next"]
@@ -333,3 +335,18 @@ def test_released_original_config_is_detected_by_its_architecture(folders, tmp_p
     (tmp_path / "config.json").write_text(json.dumps({**data, "architectures": ["LlavaForConditionalGeneration"]}))
     with pytest.raises(CheckpointError, match="LlavaQwenForCausalLM"):
         detect_format(tmp_path)
+
+
+def test_prompt_format_is_chosen_by_layout_and_overridable(pipes):
+    """Released template -> typed parts; ChatML and Qwen2-Instruct's render strings; prompt_format honoured or refused."""
+    hf = pipes(HF[0])
+    assert hf.encoder.prompt_format == "chat_template" and hf.encoder.typed
+    assert not renders_strings(hf.tokenizer, RELEASED_CHAT_TEMPLATE)
+    assert renders_strings(hf.tokenizer, CHATML_TEMPLATE) and renders_strings(hf.tokenizer, QWEN2_INSTRUCT_TEMPLATE)
+    assert pipes(ORIGINAL[0]).encoder.prompt_format == "qwen_1_5"
+    forced = OneVision(hf.model, hf.tokenizer, InferenceConfig(prompt_format="qwen_1_5"), chat_template=RELEASED_CHAT_TEMPLATE)
+    assert forced.encoder.render([("user", "Hi")]) == "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    system = OneVision(hf.model, hf.tokenizer, InferenceConfig(system_prompt="Be brief."), chat_template=RELEASED_CHAT_TEMPLATE)
+    assert system.encoder.render([("user", "Hi")]) == "<|im_start|>system \nBe brief.<|im_end|><|im_start|>user \nHi<|im_end|><|im_start|>assistant\n"
+    with pytest.raises(ValueError, match="prompt_format"):
+        OneVision(hf.model, hf.tokenizer, InferenceConfig(prompt_format="chatml"))
