@@ -240,10 +240,7 @@ def test_subprocess_data_check_prints_undecodable_names(tmp_path):
     assert "Traceback" not in err and "data\\xff" in out and "gone.png" in out and "1 bad" in out
 
 
-def test_subprocess_argument_and_file_errors(tmp_path, files):
-    result = _subprocess(["tokens", "--image", "640x480", "--max-grid", "100000"], tmp_path)
-    err = result.stderr.decode()
-    assert result.returncode == 2 and "Traceback" not in err and "--max-grid" in err.splitlines()[-1]
+def test_subprocess_broken_checkpoint(tmp_path, files):
     result = _subprocess(["convert", str(files["ckpt_trunc"]), str(tmp_path / "out"), "--to", "hf"], tmp_path)
     err = result.stderr.decode()
     assert result.returncode == 2 and "Traceback" not in err
@@ -251,33 +248,64 @@ def test_subprocess_argument_and_file_errors(tmp_path, files):
                                         "Error while deserializing header: invalid header length"]
 
 
-# Fuzz: argument lists built from the real flags and hostile values.
-_TOKEN_FLAGS = ["--image", "--images", "--video-frames", "--model-size", "--image-size", "--patch-size", "--anyres-max",
-                "--max-grid", "--pool-stride", "--video-newline", "--frames-upbound", "--max-visual-tokens", "--json"]
-_DATA_FLAGS = ["--json", "--max-length", "--model-size", "--tokenizer", "--template", "--time-instruction"]
-_VALUES = st.one_of(
-    st.integers(-(10**15), 10**15).map(str),
-    st.tuples(st.integers(0, 10**7), st.integers(0, 10**7)).map(lambda wh: f"{wh[0]}x{wh[1]}"),
-    st.sampled_from(["debug", "0.5b", "7b", "row", "frame", "video", "none", "chatml", "plain", "qwen2", "", "-", "x", "1e9",
-                     "nan", "0x0", "640x480,", ",", "9" * 40]),
-    st.text(max_size=12),
-)
+# Fuzz: (flag, value) pairs of the real flags, values mostly of the right kind (so the planner
+# and the data check are reached, not only argparse) and one in eight hostile.
+_INT = st.sampled_from([False] * 3 + [True]).flatmap(lambda wide: st.integers(-3, 10**9) if wide else st.integers(1, 70)).map(str)
+_SIZE = st.tuples(st.integers(1, 10**5), st.integers(1, 10**5)).map(lambda wh: f"{wh[0]}x{wh[1]}")
+_HOSTILE = st.one_of(st.text(max_size=8), st.sampled_from(["", "-1", "nan", "1e9", "9" * 40, "0x0", "640x480,", ",", "--json"]))
 
 
-def _args(flags: list[str]):
-    return st.lists(st.one_of(st.sampled_from(flags), _VALUES), max_size=8)
+def _pair(flag: str, values):
+    value = st.sampled_from([False] * 7 + [True]).flatmap(lambda hostile: _HOSTILE if hostile else values)
+    return st.tuples(st.just(flag), value)
+
+
+def _argv(pairs, switches: list[str]):
+    return st.tuples(st.lists(st.one_of(*pairs), max_size=5), st.lists(st.sampled_from(switches), max_size=2)).map(
+        lambda drawn: [arg for pair in drawn[0] for arg in pair] + drawn[1]
+    )
+
+
+_MEDIA = [
+    _pair("--image", _SIZE),
+    _pair("--images", st.lists(_SIZE, min_size=1, max_size=4).map(",".join)),
+    _pair("--video-frames", _INT),
+]
+_TOKENS_ARGV = st.tuples(
+    st.one_of(*_MEDIA),  # one media flag always, so most examples reach the planner
+    _argv(
+        [
+            *_MEDIA,
+            _pair("--model-size", st.sampled_from(["debug", "0.5b", "7b", "72b"])),
+            _pair("--video-newline", st.sampled_from(["video", "frame", "row", "none"])),
+            *[_pair(flag, _INT) for flag in ("--image-size", "--patch-size", "--anyres-max", "--max-grid", "--pool-stride",
+                                             "--frames-upbound", "--max-visual-tokens")],
+        ],
+        ["--json"],
+    ),
+).map(lambda drawn: [*drawn[0], *drawn[1]])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(args=_args(_TOKEN_FLAGS))
+@given(args=_TOKENS_ARGV)
 def test_fuzz_tokens(args, capsys):
     code, _, err = run(["tokens", *args], capsys)
     assert code in (0, 1, 2) and "Traceback" not in err, (args, err)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(recipe=st.sampled_from(["recipe", "garbage_yaml", "binary", "missing", "folder", "records"]), args=_args(_DATA_FLAGS))
-def test_fuzz_data_check(recipe, args, files, capsys):
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(recipe=st.sampled_from(["recipe"] * 5 + ["garbage_yaml", "binary", "missing", "folder", "records"]), data=st.data())
+def test_fuzz_data_check(recipe, data, files, capsys):
+    tokenizers = st.sampled_from([str(files[name]) for name in ("tokenizer_dir", "bad_tokenizer_dir", "missing", "file")])
+    args = data.draw(_argv(
+        [
+            _pair("--max-length", _INT),
+            _pair("--model-size", st.sampled_from(["debug", "0.5b", "7b"])),
+            _pair("--template", st.sampled_from(["chatml", "plain"])),
+            _pair("--tokenizer", tokenizers),
+        ],
+        ["--json", "--time-instruction"],
+    ))
     if "--tokenizer" not in args:
         args = [*args, "--tokenizer", str(files["tokenizer_dir"])]
     code, _, err = run(["data", "check", str(files[recipe]), "--no-progress", *args], capsys)
