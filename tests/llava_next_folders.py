@@ -18,13 +18,16 @@ Field values, and where they come from (LLaVA-VL/LLaVA-NeXT at df17966 unless na
   (docs/LLaVA_Video_1003.md, lmms-eval `llava_vid` model args); `pool_mode` picks either.
 - The remaining keys as in the released llava-onevision-qwen2-7b-ov config.json, which the same
   trainer wrote (a copy is in PaddlePaddle/PaddleMIX tests/models/test_llava.py):
-  image_token_index 151646, tokenizer_padding_side right, use_pos_skipping False,
-  pos_skipping_range 4096, mm_resampler_type null, rope_scaling null, tie_word_embeddings False,
-  use_mm_proj True, torch_dtype bfloat16.
-The SigLIP is 384 px / patch 14 (a 27x27 map per frame, as so400m) but 32 wide with 3 layers
-(LLaVA-NeXT deletes the last); the tiny shape is given as `vision_config`, since the released
-config names the tower by hub id only. The tokenizer is the real Qwen2 vocabulary
-(`onevision.tokenizer.build_qwen2_tokenizer`), so the 152,064-row embedding is the 7B's.
+  model_type "llava" with architectures ["LlavaQwenForCausalLM"], image_token_index 151646,
+  tokenizer_padding_side right, use_pos_skipping False, pos_skipping_range 4096,
+  mm_resampler_type null, rope_scaling null, tie_word_embeddings False, use_mm_proj True,
+  torch_dtype bfloat16.
+The SigLIP is 384 px / patch 14 (a 27x27 map per frame, as so400m) but 32 wide with 3 layers,
+saved whole with its head as the training code saves it (LLaVA-NeXT deletes the last layer at
+load time); the tiny shape is given as `vision_config`, since the released config names the
+tower by hub id only. The tokenizer is the real Qwen2 vocabulary without `<image>` / `<video>`
+(LLaVA-NeXT splices at id -200), written by `released_folders.write_tokenizer` as the lmms-lab
+folders hold it; the 152,064-row embedding is the 7B's.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def llava_video_config(pool_mode: str = "average", newline: str = "grid", **over
     pinpoints = [[w * 384, h * 384] for w in range(1, 7) for h in range(1, 7)]
     data = {
         "architectures": ["LlavaQwenForCausalLM"],
-        "model_type": "llava_qwen",
+        "model_type": "llava",
         "attention_dropout": 0.0,
         "bos_token_id": 151643,
         "eos_token_id": 151645,
@@ -134,7 +137,11 @@ def model_config_for(data: dict) -> ModelConfig:
 
 
 def write_original_folder(folder: str | Path, data: dict, *, seed: int = 0, tokenizer=None) -> Path:
-    """`data` as config.json plus random weights under LLaVA-NeXT's key names (and `tokenizer`'s files)."""
+    """`data` as config.json plus random weights under LLaVA-NeXT's key names (and `tokenizer`'s files).
+
+    The whole SigLIP is saved, the layer LLaVA-NeXT deletes at load time (a copy of layer 0)
+    and a head tensor included, as its training code saves them.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -142,6 +149,11 @@ def write_original_folder(folder: str | Path, data: dict, *, seed: int = 0, toke
     with torch.no_grad():
         model.image_newline.normal_()  # the constructor's zeros would hide where newlines go
     state = {ours_key_to_llava_next(k): v.contiguous() for k, v in model.state_dict().items()}
+    tower = "model.vision_tower.vision_tower.vision_model."
+    last = model.config.vision.num_hidden_layers
+    for key in [k for k in state if k.startswith(tower + "encoder.layers.0.")]:
+        state[key.replace("encoder.layers.0.", f"encoder.layers.{last}.")] = state[key].clone()
+    state[tower + "head.probe"] = torch.zeros(1, 1, model.config.vision.hidden_size)
     save_file(state, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps(data, indent=2))
     if tokenizer is not None:
@@ -149,15 +161,10 @@ def write_original_folder(folder: str | Path, data: dict, *, seed: int = 0, toke
     return folder
 
 
-def llava_video_folder(
-    folder: str | Path, pool_mode: str = "average", newline: str = "grid", seed: int = 0, tokenizer=None
-) -> Path:
-    """A LLaVA-Video-7B-Qwen2-shaped original-layout folder with the real Qwen2 tokenizer.
+def llava_video_folder(folder: str | Path, pool_mode: str = "average", newline: str = "grid", seed: int = 0) -> Path:
+    """A LLaVA-Video-7B-Qwen2-shaped original-layout folder with the real Qwen2 tokenizer files."""
+    from released_folders import write_tokenizer
 
-    `tokenizer` defaults to `build_qwen2_tokenizer()`; tests pass the session's `qwen2_tokenizer`.
-    """
-    if tokenizer is None:
-        from onevision.tokenizer import build_qwen2_tokenizer
-
-        tokenizer = build_qwen2_tokenizer()
-    return write_original_folder(folder, llava_video_config(pool_mode, newline), seed=seed, tokenizer=tokenizer)
+    folder = write_original_folder(folder, llava_video_config(pool_mode, newline), seed=seed)
+    write_tokenizer(folder, media_tokens=False, template_in_config=True)
+    return folder

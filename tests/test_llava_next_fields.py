@@ -261,9 +261,11 @@ def test_every_field_the_original_reads_is_honoured_or_refused():
 
 @pytest.mark.parametrize("field", sorted(REFUSALS))
 def test_refused_values_name_their_field(tmp_path, field):
+    import json
+
     from onevision.checkpoint import read_llava_next_config
 
-    (tmp_path / "config.json").write_text(__import__("json").dumps(llava_video_config(**{field: REFUSALS[field]})))
+    (tmp_path / "config.json").write_text(json.dumps(llava_video_config(**{field: REFUSALS[field]})))
     with pytest.raises(CheckpointError, match=field):
         read_llava_next_config(tmp_path)
 
@@ -471,12 +473,12 @@ def test_save_llava_next_refuses_by_name_and_reconciles(tmp_path):
 # ---------------------------------------------------------------- the released LLaVA-Video folder, replicated
 
 @pytest.fixture(scope="module")
-def llava_video(tmp_path_factory, qwen2_tokenizer):
+def llava_video(tmp_path_factory):
     from llava_next_folders import llava_video_folder
 
     from onevision.infer.pipeline import OneVision
 
-    folder = llava_video_folder(tmp_path_factory.mktemp("llava-video"), tokenizer=qwen2_tokenizer)
+    folder = llava_video_folder(tmp_path_factory.mktemp("llava-video"))
     return folder, OneVision.from_pretrained(folder)
 
 
@@ -493,8 +495,7 @@ def original_tower_and_projector(folder):
     # transformers 5 keeps SiglipVisionModel's modules at the top level (no `.vision_model`).
     prefix = "model.vision_tower.vision_tower.vision_model."
     result = tower.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=False)
-    last = len(tower.encoder.layers) - 1
-    assert all(k.startswith((f"encoder.layers.{last}.", "head.")) for k in result.missing_keys) and not result.unexpected_keys
+    assert all(k.startswith("head.") for k in result.missing_keys)  # the file holds the whole tower
     del tower.encoder.layers[-1:]
     tower.head = nn.Identity()
     width = data["hidden_size"]
