@@ -20,6 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from media_factory import make_video
+
 from onevision.cli.errors import EXIT_INTERNAL, InputError, describe, printable
 from onevision.cli.main import COMMANDS, build_parser, main
 from onevision.infer.debug import save_debug_checkpoint
@@ -50,6 +52,10 @@ def files(tmp_path_factory):
     paths["file"] = root / "a-file.txt"
     paths["file"].write_text("not a folder\n")
     paths["missing"] = root / "missing-thing"
+    paths["undecodable"] = os.fsdecode(b"caf\xe9")  # an argument that is not UTF-8
+    paths["videos"] = root / "videos"
+    paths["videos"].mkdir()
+    make_video(paths["videos"] / "a.mp4", width=32, height=24, frames=2)
     paths["garbage_yaml"] = root / "garbage.yaml"
     paths["garbage_yaml"].write_text("{{{: [\n  - x\n")
     paths["binary"] = root / "binary.yaml"
@@ -59,6 +65,7 @@ def files(tmp_path_factory):
         "q_string_options": {"id": "a", "video": "v.mp4", "question": "Which?", "options": "abc"},
         "q_list_line": [1, 2],
         "q_bad_id": {"id": [1], "video": "v.mp4", "question": "Why?"},
+        "q_one_option": {"id": "a", "video": "v.mp4", "question": "Which?", "options": ["only"]},
     }
     for name, line in lines.items():
         paths[name] = root / f"{name}.jsonl"
@@ -112,8 +119,17 @@ CASES = [
     (["generate", "--model-size", "debug", "--prompt", "x", "--max-new-tokens", "0"], 2, ["--max-new-tokens"]),
     (["generate", "--model-size", "debug", "--prompt", "x", "--device", "toaster"], 2, ["--device", "toaster"]),
     (["generate", "--model-size", "debug", "--prompt", "x", "--top-p", "2"], 2, ["--top-p"]),
-    (["video-qa", "--model-size", "debug", "--videos", "{folder}", "--question", "q", "--out", "{folder}"], 2,
+    (["generate", "--model-size", "debug", "--prompt", "{undecodable}"], 2, ["--prompt", "UTF-8"]),
+    (["video-qa", "--model-size", "debug", "--videos", "{videos}", "--question", "q", "--out", "{folder}"], 2,
      ["a-folder", "not a file"]),
+    (["video-qa", "--model-size", "debug", "--videos", "{folder}", "--question", "q", "--out", "{root}/o.jsonl"], 2,
+     ["--videos", "a-folder", "no video files"]),
+    (["video-qa", "--model-size", "debug", "--videos", "{videos}", "--question", "q", "--options", "yes", "--out", "{root}/o.jsonl"],
+     2, ["--options", "2 to 26"]),
+    (["video-qa", "--model-size", "debug", "--videos", "{videos}", "--question", "{undecodable}", "--out", "{root}/o.jsonl"],
+     2, ["--question", "UTF-8"]),
+    (["video-qa", "--model-size", "debug", "--questions", "{q_one_option}", "--out", "{root}/o.jsonl"], 2,
+     ["q_one_option.jsonl:1", "'options'", "2 to 26"]),
     (["video-qa", "--model-size", "debug", "--questions", "{q_numeric}", "--out", "{root}/o.jsonl"], 2,
      ["q_numeric.jsonl:1", "'video'", "int"]),
     (["video-qa", "--model-size", "debug", "--questions", "{q_string_options}", "--out", "{root}/o.jsonl"], 2,

@@ -143,3 +143,15 @@ def bounded_float(low: float, high: float | None = None, *, low_open: bool = Fal
 
     parse.__name__ = "number"
     return parse
+
+
+def text(value: str) -> str:
+    """An argparse type: text that is valid Unicode (bytes that are not UTF-8 are refused).
+
+    Python turns such bytes in an argument into lone surrogates, which no tokenizer encodes.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"not valid UTF-8 text: {printable(value)!r}") from None
+    return value

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onevision.cli.errors import bounded_float, bounded_int, reading
+from onevision.cli.errors import bounded_float, bounded_int, reading, text
 from onevision.cli.options import MAX_SEED, add_device_options, add_generation_options, add_model_source
 
 
@@ -32,7 +32,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     media = parser.add_mutually_exclusive_group()
     media.add_argument("--image", action="append", default=[], metavar="FILE", help="an image (repeat for several)")
     media.add_argument("--video", metavar="PATH", help="a video file or a folder of frames")
-    parser.add_argument("--prompt", required=True, help="the question; <image>/<video> placeholders optional")
+    parser.add_argument("--prompt", type=text, required=True, help="the question; <image>/<video> placeholders optional")
     add_generation_options(parser, max_new_tokens=128)
     parser.add_argument("--top-p", type=bounded_float(0.0, 1.0, low_open=True), default=1.0, help="nucleus sampling threshold (default 1.0: off)")
     parser.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=0, help="seed of sampling and of the debug model's weights (default 0)")

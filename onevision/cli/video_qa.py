@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from onevision.cli.errors import InputError, bounded_int, reading, show_path
+from onevision.cli.errors import InputError, bounded_int, reading, show_path, text
 from onevision.cli.options import MAX_BATCH, MAX_SEED, MAX_WORKERS, add_device_options, add_generation_options, add_model_source
 
 
@@ -45,8 +45,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     inputs = parser.add_mutually_exclusive_group(required=True)
     inputs.add_argument("--videos", type=Path, help="folder of videos (searched recursively)")
     inputs.add_argument("--questions", type=Path, help="JSONL of {id, video, question[, options]}")
-    parser.add_argument("--question", help="the question for every video (default for JSONL lines without one)")
-    parser.add_argument("--options", nargs="+", default=[], help="answer options for every video of --videos (multiple choice)")
+    parser.add_argument("--question", type=text, help="the question for every video (default for JSONL lines without one)")
+    parser.add_argument("--options", type=text, nargs="+", default=[], help="answer options for every video of --videos (multiple choice)")
     parser.add_argument("--choice-by", choices=["letter", "text"], default="letter", help="how options are scored (default letter)")
     parser.add_argument("--out", type=Path, required=True, help="output JSONL (appended to; ids in it are skipped)")
     parser.add_argument("--retry-failed", action="store_true", help="ask again the ids whose line in --out holds an error")
@@ -62,18 +62,23 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def load_questions(args: argparse.Namespace) -> list:
     """The questions the arguments ask, validated before any model is loaded."""
-    from onevision.infer.video_qa import questions_from_folder, questions_from_jsonl
+    from onevision.infer.video_qa import MAX_OPTIONS, VIDEO_EXTENSIONS, questions_from_folder, questions_from_jsonl
 
     if args.question is not None and not args.question.strip():
         raise InputError("--question is empty")
     if any(not option.strip() for option in args.options):
         raise InputError(f"--options must be non-empty strings, got {args.options}")
+    if args.options and not 2 <= len(args.options) <= MAX_OPTIONS:
+        raise InputError(f"--options: multiple choice needs 2 to {MAX_OPTIONS} options (letters A-Z), got {len(args.options)}")
     if args.videos is not None:
         if not args.question:
             raise InputError("--videos needs --question")
         if not args.videos.is_dir():
             raise InputError(f"--videos {show_path(args.videos)} is not a folder")
-        return questions_from_folder(args.videos, args.question, args.options)
+        questions = questions_from_folder(args.videos, args.question, args.options)
+        if not questions:
+            raise InputError(f"--videos {show_path(args.videos)} holds no video files (by extension: {', '.join(VIDEO_EXTENSIONS)})")
+        return questions
     if args.options:
         raise InputError("with --questions, give options per line in the JSONL")
     if not args.questions.is_file():

@@ -41,8 +41,11 @@ from tqdm.auto import tqdm
 from onevision.budget import BudgetError
 from onevision.data.media import MediaError
 from onevision.infer.inputs import LoadedMedia, Request
+from onevision.infer.prompt import LETTERS
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".wmv", ".mpg", ".mpeg", ".3gp", ".ts")
+MAX_OPTIONS = len(LETTERS)
+"""Options of one question: each is named by a letter."""
 # Per-item failures recorded in the output instead of ending the run.
 ITEM_ERRORS = (MediaError, BudgetError, ValueError)
 
@@ -83,8 +86,8 @@ def questions_from_jsonl(path: str | os.PathLike, default_question: str | None =
     Raises:
         ValueError: naming the file and line: not UTF-8, not a JSON object, `video` not a path
             string, `question` not a string (and no default), `options` not a list of strings
-            (a string is refused, not split into letters), `id` not a string or integer, or an
-            id that repeats.
+            (a string is refused, not split into letters) of 2 to 26 entries, `id` not a string
+            or integer, or an id that repeats.
     """
     path = Path(path)
     where = display_path(path)
@@ -118,6 +121,8 @@ def questions_from_jsonl(path: str | os.PathLike, default_question: str | None =
             kind = "a string (it would be split into letters)" if isinstance(options, str) else type(options).__name__
             raise ValueError(f"{where}:{number}: 'options' must be a list of strings such as [\"cat\", \"dog\"], got {kind}")
         options = [_string(o, f"{where}:{number}: options[{k}]", "text") for k, o in enumerate(options)]
+        if options and not 2 <= len(options) <= MAX_OPTIONS:
+            raise ValueError(f"{where}:{number}: 'options' needs 2 to {MAX_OPTIONS} entries (letters A-Z), got {len(options)}")
         qid = raw.get("id", f"{video}#{number}")
         if isinstance(qid, bool) or not isinstance(qid, (str, int)):
             raise ValueError(f"{where}:{number}: 'id' must be a string or an integer, got {type(qid).__name__}")
