@@ -15,7 +15,7 @@ Entry points:
   ``make_audio_only``, ``make_cmyk_jpeg``, ``make_16bit_png``, ``make_palette_png``,
   ``make_animated_gif``, ``make_exif_rotated_jpeg``;
 * hostile inputs: ``truncate`` (a copy cut at a fraction), ``make_forged_frame_count_mp4``
-  (a 4-byte edit of the sample table), ``make_mjpeg`` (frames of any size, fast: one JPEG
+  and ``make_huge_sample_mp4`` (4-byte edits of the sample tables, through ``edit_mp4_box``), ``make_mjpeg`` (frames of any size, fast: one JPEG
   muxed many times), ``make_video_with_audio`` and ``non_utf8_copy`` (a copy whose file
   name is not UTF-8).
 
@@ -394,19 +394,33 @@ def truncate(source: PathLike, target: PathLike, keep: float) -> Path:
     return _truncate(Path(source), Path(target), keep)
 
 
+def edit_mp4_box(path: PathLike, box: bytes, offset: int, value: int) -> Path:
+    """Overwrite the 32-bit big-endian field ``offset`` bytes after the type of the first
+    ``box`` (e.g. b"stts") in the MP4 at ``path``, in place."""
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    at = data.find(box)
+    assert at > 0, f"no {box!r} box in {path}"
+    data[at + offset : at + offset + 4] = value.to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
 def make_forged_frame_count_mp4(path: PathLike, *, claimed: int = 2**31, frames: int = 12) -> Path:
     """A valid ``frames``-frame MP4 whose 'stts' (one entry: ``frames`` samples of one
     duration) is edited to claim ``claimed`` samples (4 bytes), which FFmpeg reports as the
     frame count. The track's duration in 'mdhd' is left alone."""
-    path = Path(path)
-    make_video(path, frames=frames, fps=10)
-    data = bytearray(path.read_bytes())
-    stts = data.find(b"stts")
-    # box: size(4) 'stts' version+flags(4) entry_count(4) then (sample_count, delta) pairs
-    assert stts > 0 and int.from_bytes(data[stts + 8 : stts + 12], "big") == 1
-    data[stts + 12 : stts + 16] = claimed.to_bytes(4, "big")
-    path.write_bytes(bytes(data))
-    return path
+    path = make_video(path, frames=frames, fps=10)
+    # stts: type, version+flags(4), entry_count(4), then (sample_count, delta) pairs
+    return edit_mp4_box(path, b"stts", 12, claimed)
+
+
+def make_huge_sample_mp4(path: PathLike, *, sample: int = 3, claimed: int = 0x2B2B2B2B) -> Path:
+    """An 8-frame MP4 whose 'stsz' lists sample ``sample`` as ``claimed`` bytes (724 MB by
+    default) in a 2 kB file: FFmpeg's demuxer answers ENOMEM when it reaches that packet."""
+    path = make_video(path, width=32, height=24, frames=8)
+    # stsz: type, version+flags(4), sample_size(4) = 0, sample_count(4), then one size each
+    return edit_mp4_box(path, b"stsz", 16 + 4 * sample, claimed)
 
 
 def make_mjpeg(

@@ -16,10 +16,11 @@ import sys
 import textwrap
 import tracemalloc
 
+import numpy as np
 import pytest
-from PIL import Image
 from media_factory import (
     make_forged_frame_count_mp4,
+    make_huge_sample_mp4,
     make_image,
     make_mjpeg,
     make_video,
@@ -27,9 +28,17 @@ from media_factory import (
     non_utf8_copy,
     truncate,
 )
+from PIL import Image
 
-from onevision.data.media import MediaError, image_size, load_image, load_video, sample_frame_indices, video_info
-from onevision.data.media import decord_reader
+from onevision.data.media import (
+    MediaError,
+    decord_reader,
+    image_size,
+    load_image,
+    load_video,
+    sample_frame_indices,
+    video_info,
+)
 from onevision.data.media import video as video_module
 
 BACKENDS = ("pyav", "decord")
@@ -119,6 +128,13 @@ def test_forged_frame_count_fails_at_planning_without_a_big_allocation(tmp_path)
     tracemalloc.stop()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sample_size_the_demuxer_cannot_allocate_is_a_media_error(tmp_path, backend):
+    path = make_huge_sample_mp4(tmp_path / "huge_sample.mp4")
+    with pytest.raises(MediaError, match=r"demuxing failed after 3 frames: \[Errno 12\] Cannot allocate memory"):
+        load_video(path, num_frames=4, backend=backend)
+
+
 def test_count_the_duration_cannot_hold_is_rejected(tmp_path):
     # 1000 frames fit the file's bytes, but not its 1.2 s at 10 fps.
     path = make_forged_frame_count_mp4(tmp_path / "forged.mp4", claimed=1000)
@@ -181,7 +197,7 @@ def bounded_load(path, size, backend, headroom=1 << 30):
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # glibc reserves 64 MB per thread arena
     done = subprocess.run(
         [sys.executable, "-c", BOUNDED_LOAD, str(path), json.dumps(size), backend, str(headroom)],
-        capture_output=True, text=True, timeout=120, env=env,
+        capture_output=True, text=True, timeout=120, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -249,6 +265,28 @@ def test_non_utf8_image_name_loads_and_errors_name_the_file(tmp_path):
     with pytest.raises(MediaError) as caught:
         load_video(missing)
     assert caught.value.path == missing
+
+
+def test_decord_disagreeing_with_pyav_falls_back(tmp_path, monkeypatch):
+    # Found by fuzzing: on damaged streams decord's own index can count other frames than
+    # the packets, and frames it was not asked to scale come out at whatever size the
+    # decoder produced. Either way PyAV, whose numbers the plan used, decodes the file.
+    path = make_video(tmp_path / "v.mp4", width=64, height=48, frames=6)
+    monkeypatch.setattr(decord_reader.decord.VideoReader, "__len__", lambda self: 9)
+    with pytest.raises(MediaError, match="decord counts 9 frames where PyAV counts 6"):
+        decord_reader.DecordReader(path)
+    assert load_video(path, num_frames=6, backend="decord").backend == "pyav"
+    monkeypatch.undo()
+
+    class Odd:
+        def asnumpy(self):
+            return np.zeros((2, 513, 5632, 3), np.uint8)
+
+    monkeypatch.setattr(decord_reader.decord.VideoReader, "get_batch", lambda self, indices: Odd())
+    with decord_reader.DecordReader(path) as reader, pytest.raises(MediaError, match=r"shape \(2, 513, 5632, 3\), expected \(2, 48, 64, 3\)"):
+        reader.read([0, 1])
+    clip = load_video(path, num_frames=2, backend="decord")
+    assert clip.backend == "pyav" and clip.frames.shape == (2, 48, 64, 3)
 
 
 def test_decord_out_of_memory_falls_back_to_pyav(tmp_path, monkeypatch):

@@ -6,8 +6,9 @@ another), duplicate and delete bytes; hypothesis draws them, and a seeded loop a
 random ones. Every outcome must be either
 
 * a successful load with the planned shape (images: the size ``image_size`` reads from the
-  header; videos: the frames ``sample_frame_indices`` picks from the loader's frame count,
-  at the size computed from ``video_info``'s frame size), or
+  header; videos: the frames ``sample_frame_indices`` picks from ``video_info``'s frame
+  count and rate, which the loader must agree with, at the size computed from its frame
+  size), or
 * a :class:`MediaError` naming the file,
 
 never another exception, a crash or a hang. Loads run in a worker process, so a decoder that
@@ -52,7 +53,14 @@ def _start_worker() -> None:
 def attempt(kind: str, data: bytes, suffix: str, backend: str) -> tuple:
     """Load ``data`` as an image or video; ("ok", shape, planned), ("media_error", message,
     path) or ("other", traceback). Runs in the worker."""
-    from onevision.data.media import MediaError, image_size, load_image, load_video, sample_frame_indices, video_info
+    from onevision.data.media import (
+        MediaError,
+        image_size,
+        load_image,
+        load_video,
+        sample_frame_indices,
+        video_info,
+    )
     from onevision.data.media.resize import output_size
 
     folder = tempfile.mkdtemp(prefix="fuzz-")
@@ -67,12 +75,12 @@ def attempt(kind: str, data: bytes, suffix: str, backend: str) -> tuple:
         info = video_info(path)
         clip = load_video(path, num_frames=4, size=VIDEO_SIZE, backend=backend)
         width, height = output_size(info.width, info.height, VIDEO_SIZE)
-        indices = sample_frame_indices(clip.total_frames, clip.fps, num_frames=4)
-        planned = (len(indices), height, width, 3, indices)
-        return "ok", (*clip.frames.shape, clip.indices), planned
+        indices = sample_frame_indices(info.num_frames, info.fps, num_frames=4)
+        planned = (len(indices), height, width, 3, indices, info.num_frames, info.fps)
+        return "ok", (*clip.frames.shape, clip.indices, clip.total_frames, clip.fps), planned
     except MediaError as error:
         return "media_error", str(error), error.path == path and path in str(error)
-    except BaseException:  # the point of the fuzzer: report anything else, with its traceback
+    except BaseException:  # noqa: BLE001 (the point of the fuzzer: report anything else)
         return "other", traceback.format_exc()
     finally:
         for name in os.listdir(folder):

@@ -68,7 +68,7 @@ class DecordReader:
             codec = stream.codec_context
             self.width, self.height = codec.width, codec.height
             self.out_size = bounded_output_size(self.path, self.width, self.height, size, max_pixels)
-            scan_packets(self.path, container, stream, stream_fps(self.path, stream))
+            frames = scan_packets(self.path, container, stream, stream_fps(self.path, stream)).count
         try:
             self.path.encode("utf-8")
         except UnicodeEncodeError:
@@ -99,6 +99,12 @@ class DecordReader:
             raise MediaError(
                 self.path, f"decord reports {self.num_frames} frames at {self.fps} fps"
             )
+        if self.num_frames != frames:
+            # decord builds its own index; on damaged streams it can disagree with the
+            # packets, and the plan was made from PyAV's count.
+            raise MediaError(
+                self.path, f"decord counts {self.num_frames} frames where PyAV counts {frames}"
+            )
 
     def __enter__(self) -> DecordReader:
         return self
@@ -128,6 +134,13 @@ class DecordReader:
             raise MediaError(
                 self.path, f"decord ran out of memory decoding {len(indices)} frames at {width}x{height}"
             ) from None
+        expected = (len(indices), self.out_size[1], self.out_size[0], 3)
+        if frames.shape != expected:
+            # Without a size request decord returns whatever size the decoder produced; a
+            # damaged stream can change it mid-way.
+            raise MediaError(
+                self.path, f"decord returned frames of shape {frames.shape}, expected {expected}"
+            )
         return frames
 
 

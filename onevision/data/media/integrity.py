@@ -109,30 +109,33 @@ def scan_packets(
     declared number.
 
     Raises:
-        MediaError: no video frames, fewer frames than the header lists, or packets that end
-            well before the declared duration (a truncated file).
+        MediaError: the demuxer fails, no video frames, fewer frames than the header lists,
+            or packets that end well before the declared duration (a truncated file).
     """
     promised = check_header(path, container, stream, fps)
     pts: list[int] = []
     keyframe_pts: list[int] = []
     count = 0
     end: float | None = None
-    for packet in container.demux():
-        if not packet.size:
-            continue
-        if packet.pts is not None and packet.time_base:
-            length = packet.duration or 0
-            if not length and packet.stream.index == stream.index:
-                length = 1 / (fps * packet.time_base)  # a frame interval, in time_base units
-            stop = float((packet.pts + length) * packet.time_base)
-            end = stop if end is None else max(end, stop)
-        if packet.stream.index != stream.index:
-            continue
-        count += 1
-        if packet.pts is not None:
-            pts.append(packet.pts)
-            if packet.is_keyframe:
-                keyframe_pts.append(packet.pts)
+    try:
+        for packet in container.demux():
+            if not packet.size:
+                continue
+            if packet.pts is not None and packet.time_base:
+                length = packet.duration or 0
+                if not length and packet.stream.index == stream.index:
+                    length = 1 / (fps * packet.time_base)  # a frame interval, in time_base units
+                stop = float((packet.pts + length) * packet.time_base)
+                end = stop if end is None else max(end, stop)
+            if packet.stream.index != stream.index:
+                continue
+            count += 1
+            if packet.pts is not None:
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keyframe_pts.append(packet.pts)
+    except av.FFmpegError as error:  # includes FFmpeg's ENOMEM on absurd sample tables
+        raise MediaError(path, f"demuxing failed after {count} frames: {error}") from error
     if count == 0:
         raise MediaError(path, "video stream holds no frames")
     if promised and count < promised:
