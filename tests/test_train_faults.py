@@ -94,6 +94,15 @@ def test_resuming_past_a_broken_checkpoint_repeats_the_reference_losses(runs, tm
     assert any(line.strip().startswith("skipped") and f"step-00000004/{name}" in line for line in log[last:]), log
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_broken_latest_pointer_falls_back_to_the_newest_intact_checkpoint(runs, tmp_path, mode):
+    folder = copy_of(runs, tmp_path) / "stage2_ov" / "checkpoints"
+    corrupt(folder / "latest", mode)
+    point = Checkpointer(folder, start_runtime("cpu")).select()
+    assert point.path == folder / "step-00000004" and not point.skipped
+    assert "latest names no checkpoint folder" in point.notes[0]
+
+
 def test_an_edited_step_with_a_rewritten_manifest_is_still_caught(runs, tmp_path):
     folder = copy_of(runs, tmp_path) / "stage2_ov" / "checkpoints" / "step-00000004"
     trainer = json.loads((folder / "trainer.json").read_text())

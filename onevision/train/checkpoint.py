@@ -153,7 +153,8 @@ class Checkpointer:
                 shutil.rmtree(stale, ignore_errors=True)
             (tmp / "rng").mkdir(parents=True)
         self.runtime.barrier()
-        try:
+
+        def write_files() -> None:
             engine.save(tmp)
             save_torch(rng_state(), tmp / "rng" / f"rank-{self.runtime.rank:05d}.pt")
             if self.runtime.is_main:
@@ -162,19 +163,37 @@ class Checkpointer:
                 if config is not None:
                     text = yaml.safe_dump(config, sort_keys=False).encode()
                     write_file(tmp / CONFIG, lambda handle: handle.write(text))
-            self.runtime.barrier()
+
+        def finish() -> None:
             if self.runtime.is_main:
                 write_manifest(tmp, step)
                 self._publish(tmp, final)
-        except Exception as err:
-            if self.runtime.is_main:
-                shutil.rmtree(tmp, ignore_errors=True)
-            kept = self.latest()
-            where = f"latest still names {kept.name}" if kept is not None else "no earlier checkpoint exists"
-            what = str(err) if isinstance(err, CheckpointError) else f"could not save checkpoint {final}: {cause_of(err)}"
-            raise CheckpointError(f"{what} ({where})") from err
-        self.runtime.barrier()
+
+        # Each phase ends in an all-reduce of "did this rank fail" instead of a bare barrier:
+        # a rank whose disk is full raises, and the others raise with it instead of waiting.
+        for phase in (write_files, finish):
+            error = None
+            try:
+                phase()
+            except Exception as err:  # noqa: BLE001 - re-raised by _fail once the ranks agree
+                error = err
+            if self.runtime.all_reduce([float(error is not None)])[0]:
+                self._fail(tmp, final, error)
         return final
+
+    def _fail(self, tmp: Path, final: Path, error: BaseException | None) -> None:
+        """Remove the partial folder and raise, naming the file and saying which checkpoint is kept."""
+        if self.runtime.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        kept = self.latest()
+        where = f"latest still names {kept.name}" if kept is not None else "no earlier checkpoint exists"
+        if error is None:
+            what = f"could not save checkpoint {final}: another rank failed to write its part"
+        elif isinstance(error, CheckpointError):
+            what = str(error)
+        else:
+            what = f"could not save checkpoint {final}: {cause_of(error)}"
+        raise CheckpointError(f"{what} ({where})") from error
 
     def _publish(self, tmp: Path, final: Path) -> None:
         """Rename the finished folder into place, move `latest`, prune (rank 0)."""
