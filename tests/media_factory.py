@@ -51,6 +51,10 @@ BROKEN_VIDEOS = (
     "text_mp4", "audio_only_mp4", "audio_with_cover_art_mp4", "empty_frame_folder",
 )  # fmt: skip
 
+BITEXACT = {"fflags": "+bitexact"}
+"""Muxer option: no random Matroska segment id or version strings, so the same arguments
+write the same bytes (the fuzz tests mutate byte positions of these files)."""
+
 _CONTAINERS = {".mp4": "mp4", ".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".avi": "avi"}
 _ENCODERS = {"h264": "libx264", "vp9": "libvpx-vp9"}
 
@@ -224,7 +228,7 @@ def make_video(
     if pix_fmt is None:
         odd = width % 2 or height % 2
         pix_fmt = "yuv444p" if odd and encoder == "libx264" else "yuv420p"
-    options = {"movflags": "faststart"} if faststart else {}
+    options = {**BITEXACT, **({"movflags": "faststart"} if faststart else {})}
     rng = np.random.default_rng(0)
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(
@@ -434,7 +438,7 @@ def make_mjpeg(
     Image.new("RGB", (width, height), frame_color(0)).save(buffer, "JPEG", quality=90)
     jpeg = buffer.getvalue()
     rate = Fraction(fps)
-    with av.open(str(path), "w", format=_CONTAINERS.get(path.suffix.lower())) as out:
+    with av.open(str(path), "w", format=_CONTAINERS.get(path.suffix.lower()), options=BITEXACT) as out:
         stream = out.add_stream("mjpeg", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuvj420p"
         for index in range(frames):
@@ -454,7 +458,7 @@ def make_video_with_audio(
     path = Path(path)
     webm = path.suffix.lower() == ".webm"
     rate = Fraction(fps)
-    with av.open(str(path), "w", format=_CONTAINERS.get(path.suffix.lower())) as out:
+    with av.open(str(path), "w", format=_CONTAINERS.get(path.suffix.lower()), options=BITEXACT) as out:
         video = out.add_stream("libvpx-vp9" if webm else "libx264", rate=rate)
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
         if webm:
