@@ -11,7 +11,7 @@ import pytest
 
 from helpers_model import single_thread  # noqa: F401  (autouse fixture)
 from media_factory import make_broken, make_video
-from onevision.cli.errors import EXIT_INTERNAL
+from onevision.cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED
 from onevision.cli.main import main
 from onevision.infer.debug import save_debug_checkpoint
 from onevision.infer.pipeline import OneVision
@@ -107,22 +107,23 @@ def test_undecodable_file_name_is_answered_and_resumed(checkpoint, tmp_path, cap
     assert "answered 0, failed 0, skipped 2" in capsys.readouterr().out
 
 
-def test_crash_keeps_answers_and_rerun_finishes(checkpoint, videos, tmp_path, monkeypatch, capsys):
-    """The model fails for good in the second batch: the first batch's answers are on disk."""
+@pytest.mark.parametrize("stop,code", [(RuntimeError("device lost"), EXIT_INTERNAL), (KeyboardInterrupt(), EXIT_INTERRUPTED)])
+def test_crash_keeps_answers_and_rerun_finishes(checkpoint, videos, tmp_path, monkeypatch, capsys, stop, code):
+    """The run stops in the second batch (a bug, or Ctrl-C): the answers before it are on disk."""
     calls = []
     real = OneVision.generate_prepared
 
     def second_call_fails(self, prepared, settings):
         calls.append(len(prepared))
         if len(calls) == 2:
-            raise RuntimeError("device lost")
+            raise stop
         return real(self, prepared, settings)
 
     monkeypatch.setattr(OneVision, "generate_prepared", second_call_fails)
     out = tmp_path / "answers.jsonl"
     args = ("--videos", videos, "--question", "What?", "--out", out, "--batch-size", 2, "--decode-workers", 0)
-    assert run(checkpoint, *args) == EXIT_INTERNAL
-    assert "device lost" in capsys.readouterr().err
+    assert run(checkpoint, *args) == code
+    assert ("device lost" if code == EXIT_INTERNAL else "interrupted") in capsys.readouterr().err
     first = read_lines(out)
     answered = [line["id"] for line in first if line["answer"] is not None]
     assert len(answered) == calls[0] == 2  # sorted order: a.mp4, b.mp4 form the first batch

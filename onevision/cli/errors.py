@@ -22,6 +22,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 EXIT_OK, EXIT_FOUND, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -155,3 +156,16 @@ def text(value: str) -> str:
     except UnicodeEncodeError:
         raise argparse.ArgumentTypeError(f"not valid UTF-8 text: {printable(value)!r}") from None
     return value
+
+
+def check_output_file(option: str, path: os.PathLike) -> None:
+    """Refuse an output file path that cannot be written: a folder, or under a file.
+
+    Checked before the work that produces the file, not after it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {show_path(path)} is a folder; give a file name")
+    ancestor = next((parent for parent in path.parents if parent.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        raise InputError(f"{option} {show_path(path)}: {show_path(ancestor)} is a file, not a folder")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from onevision.cli.errors import InputError, bounded_int, reading, show_path
+from onevision.cli.errors import InputError, bounded_int, check_output_file, reading, show_path
 from onevision.cli.options import MAX_BATCH, MAX_NEW_TOKENS, add_device_options
 
 
@@ -84,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
         with reading("--checkpoints", path):
             detect_format(path)
     for option, path in (("--report", args.report), ("--plot", args.plot)):
-        if path is not None and path.is_dir():
-            raise InputError(f"{option} {show_path(path)} is a folder; give a file name")
+        if path is not None:
+            check_output_file(option, path)
+    if args.media_root is not None and not args.media_root.is_dir():
+        raise InputError(f"--media-root {show_path(args.media_root)} is not a folder")
     for path in args.data:
         if not path.exists():
             raise InputError(f"--data {show_path(path)} does not exist")
