@@ -180,6 +180,13 @@ CASES = [
     (["world", "{root}/world", "--seed", "-1"], 2, ["--seed"]),
     (["transfer", "--recipes", "audio"], 2, ["--recipes", "audio"]),
     (["transfer", "--quick", "--out", "{root}", "--cache", "{file}"], 2, ["--cache", "a-file.txt"]),
+    (["soup", "{ckpt}", "{ckpt_badjson}", "--out", "{root}/soup"], 2, ["ckpt_badjson", "config.json"]),
+    (["soup", "{ckpt}", "{ckpt_list}", "--out", "{root}/soup"], 2, ["ckpt_list", "config.json"]),
+    (["soup", "{ckpt}", "{ckpt_garbage}", "--out", "{root}/soup"], 2, ["ckpt_garbage", "model.safetensors"]),
+    (["soup", "{ckpt}", "{ckpt_trunc}", "--out", "{root}/soup"], 2, ["ckpt_trunc", "model.safetensors"]),
+    (["soup", "{ckpt}", "{ckpt}", "--out", "{root}/soup"], 2, ["given twice"]),
+    (["soup", "{ckpt}", "--out", "{ckpt}"], 2, ["--out", "exists"]),
+    (["soup", "grid", "stage1", "--weight-decay", "-1"], 2, ["--weight-decay"]),
 ]
 
 

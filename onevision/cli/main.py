@@ -30,6 +30,7 @@ COMMANDS = [
     ("train", "onevision.cli.train"),
     ("demo", "onevision.cli.demo"),
     ("transfer", "onevision.cli.transfer"),
+    ("soup", "onevision.cli.soup"),
 ]
 
 

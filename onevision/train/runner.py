@@ -11,7 +11,8 @@ weights, attention back-end,
 gradient checkpointing, LoRA, trainable parameters and their optimizer groups, data, engine
 (single / DDP / DeepSpeed), checkpointer, logger, evaluator; then `train()`; then the export
 in the transformers llava_onevision layout (ZeRO-3 gathers the weights first; LoRA adapters
-are saved on their own and merged into the exported weights).
+are saved on their own and merged into the exported weights), with the fingerprint of the
+start beside it (`onevision_start.json`, `onevision.soup.fingerprint`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from onevision.soup.fingerprint import start_fingerprint, write_start
 from onevision.train.attention import (
     PACKED_KERNELS,
     resolve_attention,
@@ -163,7 +165,12 @@ def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
         stop_at=stage.loop.stop_at,
         chunk_rows=stage.model.head_chunk_rows,
     )
-    return run, {"model": model, "tokenizer": tokenizer, "peft": peft, "bf16": bf16}
+    # Hashed now: the start folder may be rewritten (a retrained previous stage) before this run exports.
+    section = stage.model
+    start = None
+    if runtime.is_main:
+        start = start_fingerprint(section.init_from, section.llm_dir, section.vision_dir, section.size, stage.loop.seed, model.config.text.vocab_size)
+    return run, {"model": model, "tokenizer": tokenizer, "peft": peft, "bf16": bf16, "start": start}
 
 
 def export_stage(stage: StageConfig, run: TrainRun, parts: dict) -> tuple[Path | None, Path | None]:
@@ -185,6 +192,8 @@ def export_stage(stage: StageConfig, run: TrainRun, parts: dict) -> tuple[Path |
     merge = merge_lora if peft is not None else None
     dtype = torch.bfloat16 if parts["bf16"] else None
     export_dir = export_model(run.engine, fresh, output_dir / "hf", run.runtime, tokenizer=tokenizer, merge_lora=merge, dtype=dtype)
+    if export_dir is not None:
+        write_start(export_dir, parts["start"])
     return export_dir, adapter_dir
 
 
