@@ -4,6 +4,8 @@ placeholder expansion, truncation at turn boundaries, the stage-1 plain template
 import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from onevision.budget import BaseImagePlan, ImageMedia, VideoMedia, VisualSettings, plan_sample
 from onevision.data.template import (
@@ -248,3 +250,32 @@ def test_inference_prompt_keeps_control_tokens_as_text(qwen):
     assert ids[start:start + len(plain(qwen, "\n" + question))] == plain(qwen, "\n" + question)
     assert encoder.render([("user", question)]).count(question) == 1
     assert encoder.encode_text("A<|endoftext|>") == plain(qwen, "A<|endoftext|>")
+
+
+CONTROL_TEXT = st.lists(
+    st.sampled_from(["<|im_end|>", "<|im_start|>", "<|endoftext|>", "<video>", "<image>", "<|im_", "|>", "<", "\n",
+                     "\ue000", "user", "assistant", " ", "é", "42"]),
+    max_size=8,
+).map("".join)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(question=CONTROL_TEXT, reply=CONTROL_TEXT)
+def test_any_control_text_is_plain_and_never_adds_turns(qwen, question, reply):
+    """Placeholders in the question act (one image, or none); everything else is its plain text.
+
+    The reply starts with a letter so that no BPE token spans the header's "\\n" and the reply."""
+    reply = "R" + reply
+    items = plan_sample([ImageMedia(64, 64)], SETTINGS).items if "<image>" in question else []
+    turns = [("user", question), ("assistant", reply)]
+    try:
+        encoded = ChatEncoder(qwen).encode(turns, items)
+    except PlaceholderMismatch:
+        assert question.count("<image>") + question.count("<video>") > 1 or "<video>" in question
+        return
+    ids = [t for t in encoded.input_ids if t != IMAGE_ID]
+    expected = chatml_ids(qwen, [("user", question.replace("<image>", "")), ("assistant", reply)]) if not items else None
+    if expected is not None:
+        assert ids == expected
+    assert ids.count(IM_START) == 3 and ids.count(IM_END) == 3
+    assert labelled_spans(encoded.labels) == [plain(qwen, reply) + [IM_END]]

@@ -37,9 +37,10 @@ times LLaVA-OneVision's largest stage), checked per dataset before any array is 
 Numbers are digits only (``first:1e3``, NaN or ``.inf`` are refused).
 
 Reading the YAML never fails with a bare Python error: a file that is not UTF-8 (the line and
-byte are named), not YAML, nests too deep for the parser (the line of the deepest level is
-named) or holds an unconvertible value (a 5000-digit integer, ``2020-13-45``) raises
-`RecipeError` naming the file. Values echoed in messages are shortened.
+byte are named), not YAML, nests deeper than 64 levels (`MAX_YAML_DEPTH`, the line named; a
+recipe needs three, and PyYAML would recurse past Python's limit and slow down) or holds an
+unconvertible value (a 5000-digit integer, ``2020-13-45``) raises `RecipeError` naming the
+file. Values echoed in messages are shortened.
 
 Unknown keys are errors that name the file and the key. `load_recipe` reads only the YAML
 (and, with ``check_files``, checks that the record files exist); `Recipe.samples` and
@@ -74,6 +75,7 @@ MAX_WEIGHT = 1000.0
 MAX_COUNT = 10**9
 MAX_SAMPLES = 10**8
 MAX_SEED = 2**64 - 1
+MAX_YAML_DEPTH = 64
 _STRATEGY_RE = re.compile(r"^(" + "|".join(STRATEGIES) + r")(?::([0-9]+(?:\.[0-9]+)?)(%?))?$")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 # Salts that give the random:N draw and the weight remainder separate random streams.
@@ -432,32 +434,38 @@ def _decode_yaml(data: bytes, path: Path) -> str:
         ) from None
 
 
-def _deepest_yaml(text: str) -> tuple[int, int]:
-    """(deepest nesting, 1-based line where it is first reached), from yaml's event stream (not recursive)."""
-    depth = deepest = line = 0
+def _too_deep(text: str) -> int | None:
+    """1-based line where the YAML first nests deeper than `MAX_YAML_DEPTH`, or None.
+
+    Reads yaml's event stream (not recursive) and stops there: PyYAML's scanner slows down
+    with every open flow level, so a file of 50,000 '[' must not be read to its end.
+    """
+    depth = 0
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
-                if depth > deepest:
-                    deepest, line = depth, event.start_mark.line + 1
+                if depth > MAX_YAML_DEPTH:
+                    return event.start_mark.line + 1
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
     except yaml.YAMLError:
-        pass  # the deepest point before a syntax error is still the best place to name
-    return deepest, line
+        return None  # safe_load reports the syntax error with its position
+    return None
 
 
 def _read_yaml(path: Path) -> Any:
     """The YAML file's content; every failure a RecipeError naming `path`."""
     text = _decode_yaml(path.read_bytes(), path)
+    line = _too_deep(text)
+    if line is not None:
+        raise RecipeError(f"{path}: line {line}: YAML nested deeper than {MAX_YAML_DEPTH} levels; a recipe needs three")
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: invalid YAML: {error}") from None
     except RecursionError:
-        depth, line = _deepest_yaml(text)
-        raise RecipeError(f"{path}: line {line}: YAML nested {depth} levels deep, too deep to read") from None
+        raise RecipeError(f"{path}: YAML nested too deep to read") from None
     except (ValueError, OverflowError) as error:
         # Values yaml resolves but Python cannot build: a 5000-digit integer, a date like 2020-13-45.
         raise RecipeError(f"{path}: unreadable YAML value: {error}") from None
