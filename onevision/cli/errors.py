@@ -38,22 +38,12 @@ def input_errors() -> tuple[type[BaseException], ...]:
     ...) are ValueErrors; MediaError, TrainError, YAML and safetensors parse errors are not.
     """
     import yaml
+    from safetensors import SafetensorError
 
     from onevision.data.media import MediaError
+    from onevision.train.errors import TrainError  # a run stopped for a reason the user must act on
 
-    types: list[type[BaseException]] = [ValueError, OSError, MediaError, yaml.YAMLError]
-    try:
-        from safetensors import SafetensorError
-    except ImportError:  # a safetensors without the public alias
-        from safetensors._safetensors_rust import SafetensorError
-    types.append(SafetensorError)
-    try:
-        from onevision.train.errors import TrainError  # a run stopped for a reason the user must act on
-    except ImportError:
-        pass
-    else:
-        types.append(TrainError)
-    return tuple(types)
+    return (ValueError, OSError, MediaError, TrainError, yaml.YAMLError, SafetensorError)
 
 
 def printable(text: str) -> str:
