@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from media_factory import make_video
 
-from onevision.cli.errors import EXIT_INTERNAL, InputError, describe, printable
+from onevision.cli.errors import EXIT_INTERNAL, MAX_MESSAGE, InputError, describe, printable
 from onevision.cli.main import COMMANDS, build_parser, main
 from onevision.infer.debug import save_debug_checkpoint
 from onevision.tokenizer import train_small_tokenizer
@@ -41,6 +41,8 @@ def files(tmp_path_factory):
         "ckpt_trunc": ("model.safetensors", (ckpt / "model.safetensors").read_bytes()[:1000]),
         "ckpt_garbage": ("model.safetensors", bytes(range(256)) * 20),
         "ckpt_badtok": ("tokenizer.json", b"garbage{{"),
+        "ckpt_tokcfg_list": ("tokenizer_config.json", b"[1, 2]"),
+        "ckpt_negative": ("config.json", _negative_width(ckpt / "config.json")),
     }
     paths = {"root": root, "ckpt": ckpt}
     for name, (file, data) in broken.items():
@@ -85,6 +87,12 @@ def files(tmp_path_factory):
     return paths
 
 
+def _negative_width(config: Path) -> bytes:
+    data = json.loads(config.read_text())
+    data["text_config"]["hidden_size"] = -4
+    return json.dumps(data).encode()
+
+
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
     try:
         code = main(argv)
@@ -115,6 +123,10 @@ CASES = [
     (["generate", "--model", "{ckpt_badtok}", "--prompt", "x"], 2, ["--model", "ckpt_badtok"]),
     (["generate", "--model", "{ckpt_trunc}", "--prompt", "x"], 2, ["--model", "ckpt_trunc"]),
     (["generate", "--model", "{ckpt}", "--image", "{missing}", "--prompt", "x"], 2, ["missing-thing"]),
+    (["generate", "--model", "{ckpt_negative}", "--prompt", "x"], 2, ["--model", "ckpt_negative", "cannot load", "negative"]),
+    (["generate", "--model", "{ckpt_tokcfg_list}", "--prompt", "x"], 2, ["--model", "ckpt_tokcfg_list", "cannot load"]),
+    (["convert", "{ckpt_negative}", "{root}/out10", "--to", "llava-next"], 2, ["SRC", "ckpt_negative", "negative"]),
+    (["eval", "--checkpoints", "{ckpt_negative}", "--data", "{records}"], 2, ["--checkpoints", "ckpt_negative"]),
     (["generate", "--model-size", "debug", "--prompt", "x", "--num-frames", "1000000"], 2, ["--num-frames", "1024"]),
     (["generate", "--model-size", "debug", "--prompt", "x", "--max-new-tokens", "0"], 2, ["--max-new-tokens"]),
     (["generate", "--model-size", "debug", "--prompt", "x", "--device", "toaster"], 2, ["--device", "toaster"]),
@@ -249,6 +261,8 @@ def test_messages_are_one_printable_line():
     )
     assert describe(json.JSONDecodeError("Expecting value", "x", 0)).startswith("JSONDecodeError: Expecting value")
     assert printable(os.fsdecode(b"a\xffb")) == "a\\xffb" and printable("\ud800") == "\\ud800"
+    long = describe(InputError("x" * (MAX_MESSAGE + 500)))
+    assert long.startswith("x" * MAX_MESSAGE) and long.endswith("[500 more characters; ONEVISION_TRACEBACK=1 shows all]")
 
 
 def _subprocess(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from onevision.checkpoint.convert import DTYPES, FORMATS, convert, detect_format
 from onevision.checkpoint.files import read_json
-from onevision.cli.errors import InputError, reading, show_path
+from onevision.cli.errors import InputError, loading, reading, show_path
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 _SHARD_SIZE = re.compile(r"\s*([0-9]+)\s*([KMGT]B)?\s*", re.IGNORECASE)
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = _load_tokenizer(folder)
     # A library error (safetensors, JSON) names no file: say which input it came from.
     sources = ("SRC", src) if src else ("--llm/--vision", f"{show_path(args.llm)} + {show_path(args.vision)}")
-    with reading(*sources):
+    with loading(*sources):
         checkpoint = convert(
             src,
             dst,

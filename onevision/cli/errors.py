@@ -63,12 +63,17 @@ def show_path(path: str | os.PathLike | bytes) -> str:
     return printable(os.fsdecode(path))
 
 
+MAX_MESSAGE = 2000
+"""Longest message printed: a checkpoint missing every key would otherwise print 50 kB on one line."""
+
+
 def describe(error: BaseException) -> str:
     """One line for `error`: its message with newlines folded, the file named for OSErrors.
 
     Errors from outside the project (JSON, YAML, Unicode, safetensors) keep their type name,
     which says more than their message alone ("Expecting value: line 1 column 1"); plain
     ValueErrors and OSErrors carry messages written for the reader and print as they are.
+    Past MAX_MESSAGE characters the message is cut, saying how much was left out.
     """
     if isinstance(error, OSError) and error.strerror and error.filename is not None:
         text = f"{show_path(error.filename)}: {error.strerror}"
@@ -76,7 +81,10 @@ def describe(error: BaseException) -> str:
         text = str(error) or type(error).__name__
         if not type(error).__module__.startswith("onevision") and type(error) is not ValueError and not isinstance(error, OSError):
             text = f"{type(error).__name__}: {text}"
-    return printable(" ".join(line.strip() for line in text.splitlines() if line.strip()))
+    text = printable(" ".join(line.strip() for line in text.splitlines() if line.strip()))
+    if len(text) > MAX_MESSAGE:
+        text = f"{text[:MAX_MESSAGE]} ... [{len(text) - MAX_MESSAGE} more characters; ONEVISION_TRACEBACK=1 shows all]"
+    return text
 
 
 @contextmanager
@@ -95,6 +103,27 @@ def reading(label: str, path: str | os.PathLike | None) -> Iterator[None]:
         if path is None or show_path(path) in text:
             raise
         raise InputError(f"{label} {show_path(path)}: {text}") from error
+
+
+@contextmanager
+def loading(label: str, path: str | os.PathLike | None) -> Iterator[None]:
+    """`reading` for a model folder loaded through third-party code: any error is bad input.
+
+    transformers fails on a malformed config.json or tokenizer file with whatever error the bad
+    value leads to (a TypeError, an AttributeError, a RuntimeError for a negative size); the
+    folder is the user's input, so the error is reported as one line naming it and the error's
+    type. ONEVISION_TRACEBACK=1 re-raises, for the rare case that is a bug of ours. With `path`
+    None (a random debug model, no folder read) nothing is caught.
+    """
+    try:
+        with reading(label, path):
+            yield
+    except input_errors():  # already named by `reading`
+        raise
+    except Exception as error:
+        if path is None or os.environ.get("ONEVISION_TRACEBACK"):
+            raise
+        raise InputError(f"{label} {show_path(path)}: cannot load it: {describe(error)}") from error
 
 
 def bounded_int(low: int, high: int | None = None):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from onevision.cli.errors import InputError, bounded_int, check_output_file, reading, show_path
+from onevision.cli.errors import InputError, bounded_int, check_output_file, loading, reading, show_path
 from onevision.cli.options import MAX_BATCH, MAX_NEW_TOKENS, add_device_options
 
 
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--data: no records in {[show_path(p) for p in args.data]}")
     reports = []
     for name, path in checkpoints:
-        with reading("--checkpoints", path):
+        with loading("--checkpoints", path):
             pipe = OneVision.from_pretrained(path, device=args.device, dtype=args.dtype)
         report = evaluate(
             pipe,

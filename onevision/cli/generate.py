@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onevision.cli.errors import bounded_float, bounded_int, reading, text
+from onevision.cli.errors import bounded_float, bounded_int, loading, text
 from onevision.cli.options import MAX_SEED, add_device_options, add_generation_options, add_model_source
 
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from onevision.infer.debug import load_pipeline
     from onevision.infer.pipeline import InferenceConfig
 
-    with reading("--model", args.model):
+    with loading("--model", args.model):
         pipe = load_pipeline(
             args.model,
             args.model_size,

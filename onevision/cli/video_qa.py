@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from onevision.cli.errors import InputError, bounded_int, reading, show_path, text
+from onevision.cli.errors import InputError, bounded_int, loading, reading, show_path, text
 from onevision.cli.options import MAX_BATCH, MAX_SEED, MAX_WORKERS, add_device_options, add_generation_options, add_model_source
 
 
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     questions = load_questions(args)
     with reading("--out", args.out):
         check_output(args.out)
-    with reading("--model", args.model):
+    with loading("--model", args.model):
         pipe = load_pipeline(
             args.model,
             args.model_size,
