@@ -10,7 +10,8 @@ generalises.
 
 Each candidate is the uniform average of the kept ingredients plus the new one, written by
 `onevision.soup.average` (streamed, in the soup's dtype: what is scored is what would be
-written) into a work folder and scored from there, so no two models are held at once. Scoring
+written; ingredients themselves are scored as stored) into a work folder and scored from
+there, so no two models are held at once; k ingredients cost k + (k - 1) scorings. Scoring
 defaults to `onevision eval`'s: multiple choice by likelihood on a world's held-out records
 (`held_out_scorer`); any `score(folder) -> accuracy` works.
 """
