@@ -130,6 +130,7 @@ CASES = [
     (["generate", "--model-size", "debug", "--prompt", "x", "--num-frames", "1000000"], 2, ["--num-frames", "1024"]),
     (["generate", "--model-size", "debug", "--prompt", "x", "--max-new-tokens", "0"], 2, ["--max-new-tokens"]),
     (["generate", "--model-size", "debug", "--prompt", "x", "--device", "toaster"], 2, ["--device", "toaster"]),
+    (["generate", "--model-size", "debug", "--prompt", "x", "--device", "cuda:99"], 2, ["--device", "cuda:99", "visible"]),
     (["generate", "--model-size", "debug", "--prompt", "x", "--top-p", "2"], 2, ["--top-p"]),
     (["generate", "--model-size", "debug", "--prompt", "{undecodable}"], 2, ["--prompt", "UTF-8"]),
     (["video-qa", "--model-size", "debug", "--videos", "{videos}", "--question", "q", "--out", "{folder}"], 2,

@@ -72,3 +72,17 @@ def test_clean_recipe_exits_zero(tmp_path, tokenizer_dir, capsys):
 def test_missing_recipe_exits_two(tmp_path, capsys):
     assert run_cli(["data", "check", str(tmp_path / "nope.yaml"), "--tokenizer", "x", "--no-progress"]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_a_crash_is_not_bad_records(tmp_path, tokenizer_dir, monkeypatch, capsys):
+    """Exit 1 means bad records were found; a bug in the check exits 3 with its traceback."""
+    from onevision.cli import data as data_cli
+
+    def crash(*args, **kwargs):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(data_cli, "check_recipe", crash)
+    recipe = write_recipe(tmp_path, with_bad=False)
+    assert run_cli(["data", "check", str(recipe), "--tokenizer", tokenizer_dir, "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("onevision data check: internal error")

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onevision",
         description="Train and run LLaVA-OneVision-style vision-language models.",
+        epilog="exit status: 0 done; 1 the command found problems (data check: bad records; tokens: over budget); "
+        "2 bad usage or input (one line on stderr names the argument or file); 3 internal error (traceback shown); "
+        "130 interrupted. ONEVISION_TRACEBACK=1 shows the traceback of input errors too.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for _name, module in COMMANDS:
