@@ -230,6 +230,10 @@ def test_overlong_number_names_file_and_line(tmp_path):
     path.write_text(json.dumps(TEXT) + "\n" + '{"id": ' + "9" * 5000 + "}\n")
     with pytest.raises(RecordError, match=r"d\.jsonl:2: unreadable JSON value: Exceeds the limit"):
         load_records(path)
+    path = tmp_path / "d.json"
+    path.write_text("[\n" + json.dumps(TEXT) + ',\n{"id": ' + "9" * 5000 + "}]")
+    with pytest.raises(RecordError, match=r"d\.json: line 3: unreadable JSON value: Exceeds the limit"):
+        load_records(path)
 
 
 def test_jsonl_lines_split_on_newline_only_and_count_matches(tmp_path):

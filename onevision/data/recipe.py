@@ -468,7 +468,30 @@ def _read_yaml(path: Path) -> Any:
         raise RecipeError(f"{path}: YAML nested too deep to read") from None
     except (ValueError, OverflowError) as error:
         # Values yaml resolves but Python cannot build: a 5000-digit integer, a date like 2020-13-45.
-        raise RecipeError(f"{path}: unreadable YAML value: {error}") from None
+        line = _bad_scalar_line(text)
+        place = f"{path}: line {line}" if line is not None else str(path)
+        raise RecipeError(f"{place}: unreadable YAML value: {error}") from None
+
+
+def _bad_scalar_line(text: str) -> int | None:
+    """1-based line of the first scalar that yaml resolves but cannot build, or None."""
+    constructor = yaml.SafeLoader("")
+    pending, seen = [yaml.compose(text, Loader=yaml.SafeLoader)], set()
+    while pending:
+        node = pending.pop(0)
+        if id(node) in seen:  # aliases share nodes, and may point at their own ancestors
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                constructor.construct_object(node, deep=True)
+            except (ValueError, OverflowError):
+                return node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            pending.extend(item for pair in node.value for item in pair)
+    return None
 
 
 def load_recipe(

@@ -68,6 +68,7 @@ MODALITIES = ("text", "image", "multi_image", "video")
 _UTF8_BOM = b"\xef\xbb\xbf"
 # A JSON string or a bracket: enough to find where a file nests deepest, once parsing failed.
 _JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_LONG_DIGITS = re.compile(r"[0-9]{4300,}")
 _SHORT = reprlib.Repr()
 _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlevel = 80, 80, 3
 
@@ -328,7 +329,11 @@ def _parse_json(text: str, path: Path, line: int | None) -> Any:
         raise RecordError(f"{place}: JSON nested {depth} levels deep, too deep to parse") from None
     except ValueError as error:
         # json turns long digit strings into int and Python refuses beyond 4300 digits.
-        place = f"{path}" if line is None else f"{path}:{line}"
+        if line is None:
+            digits = _LONG_DIGITS.search(text)
+            place = f"{path}: line {text.count(chr(10), 0, digits.start()) + 1}" if digits else f"{path}"
+        else:
+            place = f"{path}:{line}"
         raise RecordError(f"{place}: unreadable JSON value: {error}") from None
 
 
