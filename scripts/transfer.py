@@ -6,11 +6,14 @@
 
 Reuses the demo's cached pretraining and stages 1 / 1.5 (`onevision demo` first makes them;
 otherwise they are trained here). See onevision/demo/transfer.py.
+
+It runs the command rather than importing the CLI's modules: nothing imports the CLI
+(docs/architecture.md, "Dependency direction"), and the flags stay defined in one place.
 """
 
+import os
 import sys
 
-from onevision.cli.main import main
-
 if __name__ == "__main__":
-    sys.exit(main(["transfer", *sys.argv[1:]]))
+    command = [sys.executable, "-m", "onevision", "transfer", *sys.argv[1:]]
+    os.execv(sys.executable, command)

@@ -7,7 +7,7 @@ import torch
 from helpers_model import single_thread  # noqa: F401  (autouse fixture)
 from helpers_model import Sample, model_pair, random_frames, random_image, tiny_config
 from onevision.model.generate import GenerationSettings, generate, generate_batch, left_pad
-from onevision.model.inputs import VisualBatch
+from onevision.visual_batch import VisualBatch
 
 NEW = 10
 

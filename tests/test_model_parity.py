@@ -19,7 +19,7 @@ from helpers_model import (
     random_image,
     tiny_config,
 )
-from onevision.model.inputs import VisualBatch
+from onevision.visual_batch import VisualBatch
 from onevision.model.onevision import OneVisionModel
 
 TOL = 1e-4

@@ -5,7 +5,7 @@ visual settings into a `SamplePlan`: one item plan per image or video, in placeh
 each with its exact token count and the geometry the encoder needs to produce exactly that
 many tokens (the model lays out features from the plan, so plan and output cannot drift).
 
-Scenarios (arXiv 2408.03326, Sec. 3 and design.md):
+Scenarios (arXiv 2408.03326, Sec. 3; docs/architecture.md, "Visual token budget"):
 - one image in the sample: AnyRes-Max-N crops, unpadded, downscaled, one newline per row;
   base (side^2) + h*w + h tokens (or, with `single_image='base'`, as one image of a set: the
   stage-1 alignment input);

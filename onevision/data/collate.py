@@ -24,7 +24,7 @@ import torch
 from onevision.data.dataset import Sample, Skipped
 from onevision.data.packing import best_fit_decreasing, layout_rows
 from onevision.data.template import IGNORE_INDEX
-from onevision.model.inputs import VisualBatch
+from onevision.visual_batch import VisualBatch
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 Packing puts several samples in one row so no token slot is wasted on padding. Samples never
 attend to each other: every sample's `position_ids` restart at 0, which is how transformers
-(attention_mask None, no KV cache; see design.md) and the flash varlen kernels (`cu_seqlens`)
-find the boundaries. A sample is never split across rows.
+(attention_mask None, no KV cache; docs/architecture.md, "Packed sequences") and the flash
+varlen kernels (`cu_seqlens`) find the boundaries. A sample is never split across rows.
 
 * `best_fit_decreasing(lengths, capacity)` groups lengths into bins (rows): longest first,
   each into the fullest bin it still fits (a sorted list of free space, O(n log n)).

@@ -6,7 +6,7 @@
 
     from onevision.model.generate import GenerationSettings, generate, generate_batch
 
-Names are imported lazily, so `from onevision.model.inputs import VisualBatch` (data code)
+Names are imported lazily, so `from onevision.model import preset` (config only)
 does not pull in transformers' model classes.
 """
 
@@ -19,7 +19,7 @@ _EXPORTS = {
     "TextConfig": "onevision.model.config",
     "VisionConfig": "onevision.model.config",
     "preset": "onevision.model.config",
-    "VisualBatch": "onevision.model.inputs",
+    "VisualBatch": "onevision.visual_batch",
     "OneVisionModel": "onevision.model.onevision",
     "OneVisionOutput": "onevision.model.onevision",
 }

@@ -30,7 +30,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from onevision.model.inputs import VisualBatch
+from onevision.visual_batch import VisualBatch
 
 
 @dataclass(frozen=True)

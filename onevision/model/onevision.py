@@ -5,7 +5,7 @@ maps patch features to the decoder's width, `layout` arranges them per item as t
 said (AnyRes crops with newlines, base images, pooled video frames), `splice` writes them over
 the placeholder tokens, and Qwen2 reads the sequence.
 
-Module tree (state-dict keys follow it; see notes/contract.md):
+Module tree (state-dict keys follow it; docs/architecture.md, "State-dict contract"):
     vision_tower.vision_model.*      SigLIP (transformers `SiglipVisionModel`)
     projector.linear_{1,2}.*         2-layer MLP
     image_newline                    [D]
@@ -30,7 +30,7 @@ from torch import nn
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from onevision.model.config import ModelConfig, TextConfig
-from onevision.model.inputs import VisualBatch
+from onevision.visual_batch import VisualBatch
 from onevision.model.layout import layout_items
 from onevision.model.projector import Projector
 from onevision.model.splice import check_placeholders, splice_features

@@ -1,6 +1,6 @@
 """Image pixels for the vision tower, cut exactly as the item's plan says.
 
-Two layouts (arXiv 2408.03326, Sec. 3; design.md "Visual token budget"):
+Two layouts (arXiv 2408.03326, Sec. 3; docs/architecture.md, "Visual token budget"):
 
 - a single image (`AnyResPlan`): the base view, the whole image resized straight to S x S
   (aspect not kept), then the crops: the image resized keeping its aspect into the plan's
