@@ -173,6 +173,9 @@ BOUNDED_LOAD = textwrap.dedent(
             return {k: int(v.split()[0]) * 1024 for k, v in (l.split(":", 1) for l in status) if k in ("VmSize", "VmHWM")}
 
     path, size, backend, headroom = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    size = tuple(size) if isinstance(size, list) else size
+    from PIL import Image
+    resample = None if sys.argv[5] == "none" else Image.Resampling[sys.argv[5].upper()]
     baseline = mapped()
     cap = baseline["VmSize"] + headroom
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
@@ -181,7 +184,7 @@ BOUNDED_LOAD = textwrap.dedent(
             image = load_image(path)
             result = {"shape": [image.height, image.width, len(image.getbands())]}
         else:
-            clip = load_video(path, frames_upbound=32, force_sample=True, size=size, backend=backend)
+            clip = load_video(path, frames_upbound=32, force_sample=True, size=size, backend=backend, resample=resample)
             result = {"shape": list(clip.frames.shape), "backend": clip.backend}
     except MediaError as error:
         result = {"error": str(error)}
@@ -191,12 +194,12 @@ BOUNDED_LOAD = textwrap.dedent(
 )
 
 
-def bounded_load(path, size, backend, headroom=1 << 30):
+def bounded_load(path, size, backend, headroom=1 << 30, resample="none"):
     """load_video (load_image for backend "image") in a subprocess whose address space is
     capped at ``headroom`` bytes above its baseline after imports."""
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # glibc reserves 64 MB per thread arena
     done = subprocess.run(
-        [sys.executable, "-c", BOUNDED_LOAD, str(path), json.dumps(size), backend, str(headroom)],
+        [sys.executable, "-c", BOUNDED_LOAD, str(path), json.dumps(size), backend, str(headroom), resample],
         capture_output=True, text=True, timeout=120, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -216,6 +219,25 @@ def test_huge_frames_load_at_the_planned_size_within_the_memory_cap(huge, backen
     result = bounded_load(huge, 384, backend)
     assert result.get("shape") == [32, 384, 384, 3], result
     assert result["rss_growth"] < 1 << 30
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_frames_resized_exactly_stay_within_the_memory_cap(huge, backend):
+    # Training and inference decode at the tower's size with PIL's filter: one full-size
+    # frame at a time, so 32 frames of 4096x4096 still fit in 1 GiB.
+    result = bounded_load(huge, [384, 384], backend, resample="bicubic")
+    assert result.get("shape") == [32, 384, 384, 3], result
+    assert result["rss_growth"] < 1 << 30
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_decoding_at_size_with_a_pil_filter_equals_resizing_full_frames(tmp_path, backend):
+    path = make_video(tmp_path / "clip.mp4", frames=6)
+    full = load_video(path, num_frames=4, backend=backend)
+    exact = load_video(path, num_frames=4, backend=backend, size=(50, 30), resample=Image.Resampling.BICUBIC)
+    expected = np.stack([np.asarray(Image.fromarray(f).resize((50, 30), Image.Resampling.BICUBIC)) for f in full.frames])
+    assert exact.frames.shape == (4, 30, 50, 3)
+    assert np.array_equal(exact.frames, expected)
 
 
 def test_huge_frames_at_full_size_run_out_of_memory_as_a_media_error(huge):

@@ -272,7 +272,11 @@ class OneVisionDataset(torch.utils.data.Dataset):
             paths = record.images if record.video is None else [record.video]
             for path, item in zip(paths, plan.items):
                 if item.kind == "video":
-                    clip = load_video(path, backend=self.config.video_backend, **planned.video_sampling)
+                    # Decoded straight at the tower's S x S with the processing filter: the same
+                    # pixels as resizing full-size frames, without holding them (bounded memory).
+                    side = self.config.visual.image_size
+                    clip = load_video(path, backend=self.config.video_backend, size=(side, side),
+                                      resample=self.normalization.pil_filter, **planned.video_sampling)
                     if clip.num_frames != item.frames:
                         raise MediaError(path, f"decoded {clip.num_frames} frames but the plan needs {item.frames}")
                     timestamps, duration = clip.timestamps, clip.duration

@@ -175,7 +175,11 @@ class MediaLoader:
     def _video(self, video: VideoLike) -> tuple[np.ndarray, list[float], float]:
         """uint8 frames [F, H, W, 3], their timestamps and the clip's duration."""
         if isinstance(video, (str, os.PathLike)):
-            video = load_video(video, num_frames=self.num_frames, backend=self.video_backend)
+            # Frames are resized straight to S x S later; decoding them at that size with the
+            # same PIL filter gives the same pixels and never holds the clip at full size.
+            side = self.settings.image_size
+            video = load_video(video, num_frames=self.num_frames, backend=self.video_backend,
+                               size=(side, side), resample=self.normalization.pil_filter)
         if isinstance(video, VideoClip):
             return video.frames, list(video.timestamps), video.duration
         if isinstance(video, (list, tuple)) and video and isinstance(video[0], Image.Image):

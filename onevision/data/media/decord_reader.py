@@ -21,7 +21,7 @@ import numpy as np
 from onevision.data.media.errors import MediaError
 from onevision.data.media.integrity import scan_packets
 from onevision.data.media.probe import open_video, stream_fps, video_stream
-from onevision.data.media.resize import MAX_FRAME_PIXELS, Size, bounded_output_size
+from onevision.data.media.resize import MAX_FRAME_PIXELS, Size, bounded_output_size, exact_resize_applies, resize_exact
 
 try:
     import decord
@@ -58,7 +58,7 @@ class DecordReader:
     name = "decord"
 
     def __init__(
-        self, path: str | os.PathLike, size: Size = None, max_pixels: int | None = MAX_FRAME_PIXELS
+        self, path: str | os.PathLike, size: Size = None, max_pixels: int | None = MAX_FRAME_PIXELS, resample=None
     ) -> None:
         if decord is None:
             raise RuntimeError("decord is not installed; use backend='pyav'")
@@ -69,16 +69,19 @@ class DecordReader:
             self.width, self.height = codec.width, codec.height
             self.out_size = bounded_output_size(self.path, self.width, self.height, size, max_pixels)
             frames = scan_packets(self.path, container, stream, stream_fps(self.path, stream)).count
+        # With a PIL filter, frames come out full size one at a time and PIL resizes them.
+        self._exact = exact_resize_applies(self.width, self.height, self.out_size, resample)
+        self.resample = resample
         try:
             self.path.encode("utf-8")
         except UnicodeEncodeError:
             raise MediaError(self.path, "decord cannot open a file name that is not UTF-8") from None
-        if self.out_size[0] in UNSUPPORTED_WIDTHS:
+        if (self.width if self._exact else self.out_size[0]) in UNSUPPORTED_WIDTHS:
             raise MediaError(
                 self.path,
                 f"decord cannot return frames {self.out_size[0]} pixels wide (a decord 0.6 bug)",
             )
-        scaled = self.out_size != (self.width, self.height)
+        scaled = self.out_size != (self.width, self.height) and not self._exact
         try:
             self._reader = decord.VideoReader(
                 self.path,
@@ -124,7 +127,10 @@ class DecordReader:
     def read(self, indices: list[int]) -> np.ndarray:
         """Decode the frames at ``indices`` (any order, repeats allowed): uint8 [F, H, W, 3]."""
         try:
-            frames = self._reader.get_batch(list(indices)).asnumpy()
+            if self._exact:
+                frames = np.stack([resize_exact(self._reader[i].asnumpy(), self.out_size, self.resample) for i in indices])
+            else:
+                frames = self._reader.get_batch(list(indices)).asnumpy()
         except _DECORD_ERRORS as error:
             raise MediaError(
                 self.path, f"decord failed to decode frames: {_first_line(error)}"

@@ -66,6 +66,7 @@ class FrameFolderReader:
         size: Size = None,
         fps: float = FRAME_FOLDER_FPS,
         max_pixels: int | None = MAX_FRAME_PIXELS,
+        resample=None,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"frame folder fps must be positive, got {fps}")
@@ -76,6 +77,7 @@ class FrameFolderReader:
         self.width, self.height = image_size(self.frames[0])
         self.out_size = bounded_output_size(self.path, self.width, self.height, size, max_pixels)
         self._resize = size is not None
+        self.resample = Image.Resampling.BICUBIC if resample is None else resample
 
     def __enter__(self) -> FrameFolderReader:
         return self
@@ -107,7 +109,7 @@ class FrameFolderReader:
                         f"frame is {image.size[0]}x{image.size[1]} but the folder's first frame "
                         f"is {self.width}x{self.height}",
                     )
-                image = image.resize(self.out_size, Image.Resampling.BICUBIC)
+                image = image.resize(self.out_size, self.resample)
             decoded[index] = np.asarray(image)
         return np.stack([decoded[index] for index in indices])
 

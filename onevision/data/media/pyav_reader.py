@@ -31,7 +31,7 @@ import numpy as np
 from onevision.data.media.errors import MediaError
 from onevision.data.media.integrity import scan_packets
 from onevision.data.media.probe import open_video, stream_fps, video_stream
-from onevision.data.media.resize import MAX_FRAME_PIXELS, Size, bounded_output_size
+from onevision.data.media.resize import MAX_FRAME_PIXELS, Size, bounded_output_size, exact_resize_applies, resize_exact
 from onevision.data.media.sampling import frame_timestamps
 
 NO_TIMESTAMP_FORMATS = ("avi",)
@@ -52,6 +52,9 @@ class PyAVReader:
         size: output frame size: None (as stored), an int (longest side, never upscaled) or
             (width, height).
         max_pixels: ceiling on width x height of the output frames (None: none).
+        resample: a PIL filter: each frame is decoded in full and resized with it (exactly the
+            pixels of resizing the full-size frame later, one full-size frame at a time);
+            None, or a stored frame above `MAX_EXACT_SOURCE_PIXELS`: swscale's area filter.
 
     Raises:
         MediaError: not a decodable video, output frames above ``max_pixels``, or fewer
@@ -62,9 +65,10 @@ class PyAVReader:
     name = "pyav"
 
     def __init__(
-        self, path: str | os.PathLike, size: Size = None, max_pixels: int | None = MAX_FRAME_PIXELS
+        self, path: str | os.PathLike, size: Size = None, max_pixels: int | None = MAX_FRAME_PIXELS, resample=None
     ) -> None:
         self.path = os.fspath(path)
+        self.resample = resample
         self._container = open_video(self.path)
         try:
             self._stream = video_stream(self._container)
@@ -241,6 +245,8 @@ class PyAVReader:
         width, height = self.out_size
         if (width, height) == (frame.width, frame.height):
             slot[...] = frame.to_ndarray(format="rgb24")
+        elif exact_resize_applies(frame.width, frame.height, self.out_size, self.resample):
+            slot[...] = resize_exact(frame.to_ndarray(format="rgb24"), self.out_size, self.resample)
         else:
             slot[...] = frame.to_ndarray(
                 format="rgb24", width=width, height=height, interpolation="AREA"

@@ -14,11 +14,18 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+from PIL import Image
+
 from onevision.data.media.errors import MediaError
 
 MAX_FRAME_PIXELS = 4096 * 4096
 """Default ceiling on width x height of one returned frame: DCI 4K (4096x2160) passes at full
 size, 8K needs a ``size`` request. 32 frames at the ceiling take 1.6 GB."""
+
+MAX_EXACT_SOURCE_PIXELS = 8192 * 8192
+"""Largest stored frame resized with PIL's filter (``resample``): one such frame in RGB is
+200 MB, held alone. Larger stored frames are scaled inside FFmpeg instead (area filter)."""
 
 Size = int | tuple[int, int] | None
 """None: as stored; int: longest side at most this many pixels (aspect kept, never upscaled);
@@ -61,3 +68,19 @@ def bounded_output_size(
             f"request a smaller size)",
         )
     return out_width, out_height
+
+
+def resize_exact(rgb: np.ndarray, out_size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+    """One decoded uint8 [H, W, 3] frame resized to ``out_size`` (width, height) with PIL's
+    ``resample`` filter: the pixels `onevision.processing` (and transformers' PIL processors)
+    would make from the full-size frame, while only one full-size frame exists at a time."""
+    if (rgb.shape[1], rgb.shape[0]) == tuple(out_size):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize(tuple(out_size), resample))
+
+
+def exact_resize_applies(width: int, height: int, out_size: tuple[int, int], resample) -> bool:
+    """Whether frames of a ``width`` x ``height`` video are resized by PIL (`resize_exact`)
+    rather than scaled by FFmpeg: a ``resample`` filter was asked for, the size changes, and
+    the stored frame is within `MAX_EXACT_SOURCE_PIXELS`."""
+    return resample is not None and out_size != (width, height) and width * height <= MAX_EXACT_SOURCE_PIXELS

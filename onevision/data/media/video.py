@@ -86,6 +86,7 @@ def load_video(
     size: Size = None,
     frame_folder_fps: float = FRAME_FOLDER_FPS,
     max_frame_pixels: int = MAX_FRAME_PIXELS,
+    resample=None,
 ) -> VideoClip:
     """Decode the sampled frames of a video file, or of a folder of frame images.
 
@@ -104,6 +105,10 @@ def load_video(
             upscaled), (width, height) sets it exactly; None keeps the stored size.
         frame_folder_fps: frame rate assumed for a folder of frames.
         max_frame_pixels: ceiling on width x height of each returned frame (after ``size``).
+        resample: a PIL filter (e.g. ``Image.Resampling.BICUBIC``) for ``size``: each frame is
+            decoded in full and resized with it, one frame at a time, giving exactly the pixels
+            of resizing full-size frames afterwards (as transformers' processors do); None:
+            FFmpeg scales (area filter), slightly different pixels.
 
     Returns:
         VideoClip with frames uint8 [F, H, W, 3].
@@ -123,15 +128,15 @@ def load_video(
         "force_sample": force_sample,
     }
     if os.path.isdir(path):
-        with FrameFolderReader(path, size, frame_folder_fps, max_frame_pixels) as reader:
+        with FrameFolderReader(path, size, frame_folder_fps, max_frame_pixels, resample) as reader:
             return _sample(reader, sampling)
     if backend == "decord":
         try:
-            with DecordReader(path, size, max_frame_pixels) as reader:
+            with DecordReader(path, size, max_frame_pixels, resample) as reader:
                 return _sample(reader, sampling)
         except MediaError:
             pass  # PyAV below decodes the file or raises the definitive error
-    with PyAVReader(path, size, max_frame_pixels) as reader:
+    with PyAVReader(path, size, max_frame_pixels, resample) as reader:
         return _sample(reader, sampling)
 
 
