@@ -72,6 +72,8 @@ def files(tmp_path_factory):
     for name, line in lines.items():
         paths[name] = root / f"{name}.jsonl"
         paths[name].write_text(json.dumps(line) + "\n")
+    paths["q_blank"] = root / "q_blank.jsonl"
+    paths["q_blank"].write_text("\n  \n")
     paths["q_good"] = root / "q_good.jsonl"
     paths["q_good"].write_text(json.dumps({"id": "a", "video": "v.mp4", "question": "Why?"}) + "\n")
     paths["records"] = root / "records.jsonl"
@@ -152,6 +154,7 @@ CASES = [
     (["video-qa", "--model-size", "debug", "--questions", "{q_bad_id}", "--out", "{root}/o.jsonl"], 2, ["q_bad_id.jsonl:1", "'id'"]),
     (["video-qa", "--model-size", "debug", "--questions", "{binary}", "--out", "{root}/o.jsonl"], 2, ["binary.yaml:1", "UTF-8"]),
     (["video-qa", "--model-size", "debug", "--questions", "{missing}", "--out", "{root}/o.jsonl"], 2, ["--questions", "missing-thing"]),
+    (["video-qa", "--model-size", "debug", "--questions", "{q_blank}", "--out", "{root}/o.jsonl"], 2, ["--questions", "no questions"]),
     (["video-qa", "--model-size", "debug", "--videos", "{folder}", "--out", "{root}/o.jsonl"], 2, ["--question"]),
     (["video-qa", "--model", "{ckpt_trunc}", "--questions", "{q_good}", "--out", "{root}/o.jsonl"], 2, ["--model", "ckpt_trunc"]),
     (["video-qa", "--model-size", "debug", "--videos", "{folder}", "--question", "q", "--out", "{root}/o.jsonl",

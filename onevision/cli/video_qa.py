@@ -84,7 +84,10 @@ def load_questions(args: argparse.Namespace) -> list:
     if not args.questions.is_file():
         raise InputError(f"--questions {show_path(args.questions)} is not a file")
     with reading("--questions", args.questions):
-        return questions_from_jsonl(args.questions, args.question)
+        questions = questions_from_jsonl(args.questions, args.question)
+    if not questions:
+        raise InputError(f"--questions {show_path(args.questions)} holds no questions (every line is blank)")
+    return questions
 
 
 def run(args: argparse.Namespace) -> int:
