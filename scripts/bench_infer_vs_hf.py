@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -143,7 +142,11 @@ def child(args) -> None:
     torch.set_num_threads(args.threads)
     media = make_media(args.scenario, args.frames)
     result = (run_ours if args.child == "ours" else run_transformers)(Path(args.folder), media, args)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child would report the
+    # parent's peak (the checkpoint build) whenever that is higher.
+    with open("/proc/self/status") as status:
+        peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    result["peak_rss_mb"] = peak_kb / 1024
     print("RESULT " + json.dumps(result))
 
 
@@ -168,17 +171,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads per side (default 2)")
     parser.add_argument("--repeats", type=int, default=1, help="answers per side, the fastest counting (default 1)")
     parser.add_argument("--folder", help="an existing checkpoint folder to use instead of building one")
+    parser.add_argument("--build", metavar="DIR", help="only build and save the checkpoint into DIR")
     parser.add_argument("--child", choices=["ours", "transformers"], help=argparse.SUPPRESS)
     parser.add_argument("--scenario", choices=SCENARIOS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
         return
+    if args.build:
+        build_checkpoint(Path(args.build), args.size)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp:
         folder = Path(args.folder) if args.folder else Path(tmp) / "checkpoint"
         if not args.folder:
             began = time.perf_counter()
-            build_checkpoint(folder, args.size)
+            # In a child, so this process stays small while the sides run.
+            subprocess.run([sys.executable, __file__, "--build", str(folder), "--size", args.size], check=True)
             print(f"checkpoint: {args.size} shape, random weights, saved by transformers in {time.perf_counter() - began:.0f} s")
         print(f"{args.dtype}, {args.threads} threads, {args.max_new_tokens} new tokens, greedy; each side in its own process\n")
         header = f"{'scenario':<8} {'prompt':>7} | {'answer s':>17} {'ratio':>6} | {'load s':>13} | {'peak RSS MB':>17} {'ratio':>6} | same"

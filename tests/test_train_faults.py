@@ -180,11 +180,16 @@ def test_stop_at_not_after_the_resumed_step_is_refused(runs, tmp_path):
         ("checkpoint.resume=maybe", "checkpoint.resume"), ("loop.steps=2.5", "loop.steps"),
         ("checkpoint.allow_changes=[optim.learning_rate]", "checkpoint.allow_changes"),
         ("visual.frames_upbound=0", "visual"),
+        ("data.sampler.seed=3", "data.sampler.seed"),
     ],
 )
 def test_each_setting_is_validated_by_name(override, field):
     with pytest.raises(ConfigError, match="^" + re.escape(field) + ": "):
         load_stage("stage2_ov", ["model.size=debug", override])
+
+
+def test_a_sampler_seed_equal_to_the_loop_seed_is_accepted():
+    assert load_stage("stage2_ov", ["model.size=debug", "loop.seed=3", "data.sampler.seed=3"]).loop.seed == 3
 
 
 def test_an_epoch_fraction_without_a_step_is_refused(tiny, tmp_path):  # noqa: F811

@@ -144,6 +144,14 @@ def check_values(get: Callable[[str], Any]) -> None:
             raise ConfigError(f"optim.betas: must be two numbers in [0, 1), got {betas!r}")
         for i, beta in enumerate(betas):
             UNIT_OPEN.check(f"optim.betas[{i}]", beta)
+    # The data order follows loop.seed (the loader replaces the sampler's seed with it), so a
+    # sampler seed of its own would be silently ignored: refuse it by name.
+    sampler_seed, loop_seed = get("data.sampler.seed"), get("loop.seed")
+    if sampler_seed not in (MISSING, 0) and sampler_seed != (0 if loop_seed is MISSING else loop_seed):
+        raise ConfigError(
+            f"data.sampler.seed: {sampler_seed!r} would be ignored: the data order follows loop.seed "
+            f"({0 if loop_seed is MISSING else loop_seed!r}); set loop.seed instead"
+        )
     groups = get("optim.groups")
     for i, group in enumerate(groups if isinstance(groups, list) else []):
         label = f"optim.groups[{i}]"
