@@ -49,8 +49,10 @@ def run(checkpoint, *extra):
 def test_broken_videos_recorded_and_rerun_answers_only_missing(checkpoint, videos, tmp_path, capsys):
     out = tmp_path / "answers.jsonl"
     assert run(checkpoint, "--videos", videos, "--question", "What happens?", "--out", out, "--batch-size", 2) == 0
-    summary = capsys.readouterr().out
+    summary, err = capsys.readouterr()
     assert "videos 6: answered 3, failed 3, skipped 0" in summary and "videos/s" in summary and "decode" in summary
+    assert sorted(line.split(":")[0] for line in err.splitlines() if line.startswith("failed ")) == [
+        "failed text.mp4", "failed truncated.mp4", "failed zero_byte_video.mp4"]
     lines = {line["id"]: line for line in read_lines(out)}
     assert sorted(lines) == sorted(["a.mp4", "b.mp4", "sub/c.mkv", "zero_byte_video.mp4", "text.mp4", "truncated.mp4"])
     for qid in ("a.mp4", "b.mp4", "sub/c.mkv"):

@@ -11,8 +11,11 @@ Exit status, the same for every sub-command:
 
 `main()` catches `input_errors()` around the command. Commands raise `InputError` for what
 they check themselves and wrap file reading in `reading(label, path)`, so an error from a
-library (a JSON or safetensors parser, say) still names the argument and file it came from.
-Setting ONEVISION_TRACEBACK=1 re-raises instead, for debugging a case that looks like bad input.
+library (a JSON or safetensors parser, say) still names the argument and file it came from;
+`loading(label, path)` does the same for a model folder loaded through transformers, where a
+malformed config may fail with any error type. Options that size an allocation use
+`bounded_int`. Setting ONEVISION_TRACEBACK=1 re-raises instead, for debugging a case that
+looks like bad input.
 """
 
 from __future__ import annotations

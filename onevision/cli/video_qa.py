@@ -28,6 +28,7 @@ run finished, failed videos included, and 2 on bad arguments, list file or check
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from onevision.cli.errors import InputError, bounded_int, loading, reading, show_path, text
@@ -122,5 +123,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(summary.text())
+    if summary.failures:
+        print(summary.failures_text(), file=sys.stderr)
     print(f"answers in {show_path(args.out)}")
     return 0

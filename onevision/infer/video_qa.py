@@ -207,6 +207,8 @@ class Summary:
     """Summed over videos (in worker threads, overlapping the model)."""
     generate_seconds: float = 0.0
     """Model time (prompt, vision tower, decoding), summed over batches."""
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    """(id, error) of every video that failed in this run, in the order they failed."""
 
     @property
     def videos_per_second(self) -> float:
@@ -219,6 +221,13 @@ class Summary:
             f"{self.wall_seconds:.1f} s wall, {self.videos_per_second:.2f} videos/s | "
             f"decode {self.decode_seconds:.1f} s (summed over workers), generate {self.generate_seconds:.1f} s"
         )
+
+    def failures_text(self, limit: int = 10) -> str:
+        """The first `limit` failures, one per line ('' when none failed)."""
+        lines = [f"failed {qid}: {error}" for qid, error in self.failures[:limit]]
+        if len(self.failures) > limit:
+            lines.append(f"... and {len(self.failures) - limit} more (their lines in the output hold 'error')")
+        return "\n".join(lines)
 
 
 def run_video_qa(
@@ -377,6 +386,7 @@ def _fail(line: dict, error: Exception, seconds: float, summary: Summary, write)
     line["error"] = error_text(error)
     line["seconds"] = round(seconds, 4)
     summary.failed += 1
+    summary.failures.append((line["id"], line["error"]))
     write(line)
 
 
