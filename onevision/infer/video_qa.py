@@ -330,7 +330,7 @@ def _answer_batch(pipe, batch, loaded, settings, choice_by: str, summary: Summar
     model call returns.
     """
     ready: dict[str, list[tuple[dict, float, object]]] = {"open": [], "choice": []}
-    for question, (media, decode_seconds) in zip(batch, loaded):
+    for question, (media, decode_seconds) in zip(batch, loaded, strict=True):
         summary.decode_seconds += decode_seconds
         line = _line(question)
         if not isinstance(media, Exception):
@@ -376,7 +376,7 @@ def _run_group(group: list[tuple[dict, float, object]], run, summary: Summary, w
     spent = time.perf_counter() - began
     summary.generate_seconds += spent
     summary.answered += len(group)
-    for (line, decode_seconds, _), result in zip(group, results):
+    for (line, decode_seconds, _), result in zip(group, results, strict=True):
         line.update(result)
         line["seconds"] = round(decode_seconds + spent / len(group), 4)
         write(line)
