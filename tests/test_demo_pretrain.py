@@ -17,7 +17,6 @@ from onevision.demo.pretrain_vision import (
     pretrain_vision,
     sigmoid_loss,
 )
-from onevision.demo.schedule import warmup_cosine_factor
 from onevision.model.config import TextConfig, VisionConfig
 from onevision.tokenizer import train_small_tokenizer
 from onevision.world import world_texts
@@ -83,10 +82,12 @@ def test_text_chats_answer_from_the_description(tokenizer):
     assert rows.shape[1] == 16 and rows.dtype == torch.long
 
 
-def test_warmup_cosine_factor():
-    assert warmup_cosine_factor(0, 4, 20) == pytest.approx(0.25)
-    assert warmup_cosine_factor(3, 4, 20) == pytest.approx(1.0)
-    assert warmup_cosine_factor(20, 4, 20) == pytest.approx(0.0)
+@pytest.mark.parametrize("config", [TextPretrainConfig, VisionPretrainConfig])
+def test_pretraining_schedules_refuse_no_steps_and_negative_warmup(config):
+    with pytest.raises(ValueError, match=f"{config.__name__}: need steps >= 1"):
+        config(steps=0)
+    with pytest.raises(ValueError, match="got 10, -1"):
+        config(steps=10, warmup_steps=-1)
 
 
 def test_cache_reuses_finished_steps_and_rebuilds_changed_ones(tmp_path):

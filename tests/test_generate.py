@@ -85,6 +85,18 @@ def test_sampling_is_reproducible_with_a_seed(pair, samples):
     assert not torch.equal(first, other)
 
 
+def test_seeded_sampling_leaves_the_global_generator_alone(pair, samples):
+    # Why generate_batch keeps its own loop: transformers' generate samples from torch's global
+    # RNG, ours from a generator of its own when a seed is given.
+    _, model = pair
+    sample = samples[1]
+    before = torch.random.get_rng_state()
+    generate(model, sample.input_ids, sample.visual, max_new_tokens=8, do_sample=True, seed=5)
+    assert torch.equal(before, torch.random.get_rng_state())
+    generate(model, sample.input_ids, sample.visual, max_new_tokens=8, do_sample=True)
+    assert not torch.equal(before, torch.random.get_rng_state())
+
+
 def test_sampling_with_top_k_1_is_greedy(pair, samples):
     _, model = pair
     sample = samples[2]

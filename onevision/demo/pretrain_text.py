@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import Qwen2ForCausalLM
+from transformers import Qwen2ForCausalLM, get_cosine_schedule_with_warmup
 
-from onevision.demo.schedule import warmup_cosine
 from onevision.model.config import TextConfig
 from onevision.model.onevision import qwen2_config
 from onevision.world import (
@@ -58,9 +57,14 @@ class TextPretrainConfig:
     lr: float = 3e-3
     """Peak AdamW learning rate."""
     warmup_steps: int = 30
-    """Linear warmup steps before the cosine decay."""
+    """Linear warmup steps before the cosine decay (transformers' `get_cosine_schedule_with_warmup`,
+    the schedule the curriculum stages take too)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.warmup_steps < 0:
+            raise ValueError(f"{type(self).__name__}: need steps >= 1 and warmup_steps >= 0, got {self.steps}, {self.warmup_steps}")
 
 
 def _options(choices) -> str:
@@ -149,7 +153,7 @@ def pretrain_text(
     model = Qwen2ForCausalLM(qwen2_config(text))
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.steps)
     order = torch.Generator().manual_seed(seed)
     losses = []
     for _ in tqdm(range(config.steps), desc="pretrain decoder", disable=not progress):

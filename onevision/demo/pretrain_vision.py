@@ -36,9 +36,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from tqdm import tqdm
-from transformers import SiglipImageProcessorPil, SiglipVisionConfig, SiglipVisionModel
+from transformers import (
+    SiglipImageProcessorPil,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+    get_cosine_schedule_with_warmup,
+)
 
-from onevision.demo.schedule import warmup_cosine
 from onevision.model.config import VisionConfig
 from onevision.processing import ImageNormalization
 from onevision.world import COLOURS, QUADRANTS, SHAPES, Scene, caption, render_scene
@@ -61,7 +65,8 @@ class VisionPretrainConfig:
     lr: float = 2e-3
     """Peak AdamW learning rate (both towers)."""
     warmup_steps: int = 30
-    """Linear warmup steps before the cosine decay."""
+    """Linear warmup steps before the cosine decay (transformers' `get_cosine_schedule_with_warmup`,
+    the schedule the curriculum stages take too)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     embed_dim: int = 64
@@ -70,6 +75,10 @@ class VisionPretrainConfig:
     """Width of the small text encoder."""
     text_layers: int = 1
     """Transformer layers of the small text encoder."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.warmup_steps < 0:
+            raise ValueError(f"{type(self).__name__}: need steps >= 1 and warmup_steps >= 0, got {self.steps}, {self.warmup_steps}")
 
 
 class CaptionEncoder(nn.Module):
@@ -215,7 +224,7 @@ def pretrain_vision(
     modules = nn.ModuleList([tower, text_tower, image_head])
     params = list(modules.parameters()) + [log_scale, bias]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = warmup_cosine(optimizer, config.warmup_steps, config.steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.steps)
     order = torch.Generator().manual_seed(seed)
     modules.train()
     losses = []

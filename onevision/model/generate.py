@@ -127,6 +127,9 @@ def generate_batch(
     eos = torch.tensor(settings.eos_token_ids, dtype=torch.long, device=device)
     cache = DynamicCache(config=lm.config) if settings.use_cache else None
 
+    # Our own loop, not `lm.generate(inputs_embeds=...)`: transformers samples from torch's global
+    # RNG (no `generator` argument), so `settings.seed` could not be honoured without reseeding the
+    # caller's global state; its greedy tokens are the same (tests/test_generate.py).
     batch = ids.shape[0]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     sequences = ids
@@ -137,7 +140,7 @@ def generate_batch(
                 input_ids=sequences[:, -1:],
                 attention_mask=mask,
                 position_ids=positions[:, -1:],
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -146,7 +149,7 @@ def generate_batch(
                 inputs_embeds=embeds,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=cache is not None,
                 logits_to_keep=1,
             )

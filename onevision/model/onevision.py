@@ -203,10 +203,10 @@ class OneVisionModel(nn.Module):
         )
         logits = self.language_model.lm_head(out.last_hidden_state)
         loss = None if labels is None else shifted_cross_entropy(logits, labels)
-        return OneVisionOutput(logits=logits, loss=loss, past_key_values=out.past_key_values)
+        return OneVisionOutput(logits=logits, loss=loss, past_key_values=out.cache)
 
     def _decode(self, input_ids, visual, attention_mask, position_ids, past_key_values, use_cache, inputs_embeds, decoder_kwargs):
-        """Qwen2Model output (last_hidden_state, past_key_values) for ids + visual or ready embeddings."""
+        """Qwen2Model output (last_hidden_state, cache) for ids + visual or ready embeddings."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
@@ -215,7 +215,7 @@ class OneVisionModel(nn.Module):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=past_key_values,  # transformers >= 5.24 names it `cache`; `past_key_values` goes in 5.40
             use_cache=use_cache,
             **decoder_kwargs,
         )
