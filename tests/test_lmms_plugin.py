@@ -226,6 +226,25 @@ def test_llava_onevision_model_args_are_honoured(setup):
     assert pipe.model.language_model.config._attn_implementation == "eager" and lmm.settings.use_cache is False
     video = pipe.prepare(as_request(docs, 1)).visual.plans[0]
     assert video.frames == 3 and video.pool_stride == 1 and video.pool_mode == "average"
+    # conv_template=qwen_1_5 renders LLaVA-NeXT's qwen_1_5 conversation, on this transformers-layout folder too.
+    assert pipe.config.prompt_format == "qwen_1_5" and pipe.encoder.prompt_format == "qwen_1_5"
+
+
+def test_conv_template_selects_the_prompt_format():
+    from onevision.infer.lmms_eval_args import PROMPT_FORMATS, ModelArgumentError, parse_model_args
+    from onevision.infer.prompt import PROMPT_FORMATS as PIPELINE_FORMATS
+
+    assert PROMPT_FORMATS == PIPELINE_FORMATS
+    assert parse_model_args({"pretrained": "ckpt"}).prompt_format == "auto"
+    assert parse_model_args({"pretrained": "ckpt", "conv_template": "qwen_1_5"}).prompt_format == "qwen_1_5"
+    assert parse_model_args({"pretrained": "ckpt", "prompt_format": "chat_template"}).prompt_format == "chat_template"
+    both = {"pretrained": "ckpt", "conv_template": "qwen_1_5", "prompt_format": "qwen_1_5"}
+    assert parse_model_args(both).prompt_format == "qwen_1_5"
+    for wrong, message in (({"conv_template": "chatml_direct"}, "conv_template='chatml_direct'.*'qwen_1_5'"),
+                           ({"prompt_format": "chatml"}, "prompt_format='chatml'"),
+                           ({"prompt_format": "chat_template", "conv_template": "qwen_1_5"}, "contradicts prompt_format")):
+        with pytest.raises(ModelArgumentError, match=message):
+            parse_model_args({"pretrained": "ckpt", **wrong})
 
 
 @pytest.mark.parametrize(

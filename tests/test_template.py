@@ -155,7 +155,7 @@ def test_time_instruction_text():
     text = time_instruction(12.5, [0.0, 6.0, 12.0])
     assert text == (
         "The video lasts for 12.50 seconds, and 3 frames are uniformly sampled from it. These frames are "
-        "located at 0.00s,6.00s,12.00s. Please answer the following questions related to this video."
+        "located at 0.00s,6.00s,12.00s.Please answer the following questions related to this video."
     )
     assert insert_time_instruction("<video>\nWhat?", "T.") == "<video>\nT.\nWhat?"
 

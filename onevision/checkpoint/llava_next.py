@@ -158,6 +158,62 @@ def read_llava_next_config(folder: str | Path, vision_dir: str | Path | None = N
     return dataclasses.replace(config, visual=visual)
 
 
+# LLaVA-NeXT llava/constants.py DEFAULT_IMAGE_PATCH_TOKEN: what builder.py adds to the tokenizer.
+IMAGE_PATCH_TOKEN = "<im_patch>"
+
+
+@dataclasses.dataclass(frozen=True)
+class OriginalRuntime:
+    """What LLaVA-NeXT applies around an original folder's weights at inference, outside `ModelConfig`.
+
+    `read_llava_next_runtime` reads it from config.json; `OneVision` honours every field (its
+    `InferenceConfig` fields of the same meaning override them). Followed: LLaVA-NeXT at df179663
+    (`llava/model/builder.py` `load_pretrained_model`, `llava/model/llava_arch.py`, `llava/train/train.py`).
+    """
+
+    max_length: int | None = None
+    """`tokenizer_model_max_length`: `prepare_inputs_labels_for_multimodal` (llava_arch.py) cuts every
+    embedded sequence that has media, visual tokens included, to this length; None: no cut."""
+    time_instruction: bool = False
+    """`add_time_instruction`: LLaVA-Video's prompt tells the clip's duration and frame times."""
+    adds_patch_token: bool = True
+    """`mm_use_im_patch_token` (builder.py reads it with default True): `<im_patch>` is added to the
+    tokenizer before `model.resize_token_embeddings(len(tokenizer))`."""
+    where: str = ""
+    """The config.json read, for messages."""
+
+    def vocab_rows(self, tokenizer) -> int:
+        """Rows of embedding and head the builder keeps: `len(tokenizer)` once `<im_patch>` is added.
+
+        `load_pretrained_model` resizes to exactly that (151,646 for the Qwen2 tokenizer against
+        152,064 rows stored in the 7B), so the original's logits, softmax and argmax cover only
+        those ids.
+        """
+        extra = int(self.adds_patch_token and IMAGE_PATCH_TOKEN not in tokenizer.get_vocab())
+        return len(tokenizer) + extra
+
+
+def read_llava_next_runtime(folder: str | Path) -> OriginalRuntime:
+    """The `OriginalRuntime` of an original folder's config.json.
+
+    Raises:
+        CheckpointError: tokenizer_model_max_length is not a positive whole number (or null), or
+            add_time_instruction / mm_use_im_patch_token is not true or false; the message names it.
+    """
+    path = Path(folder) / CONFIG_FILE
+    data = read_json(path)
+    limit = data.get("tokenizer_model_max_length")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise CheckpointError(f"{path}: tokenizer_model_max_length {limit!r} is not a positive whole number (or null)")
+    flags = {}
+    for field, default in (("add_time_instruction", False), ("mm_use_im_patch_token", True)):
+        value = data.get(field)
+        if value is not None and not isinstance(value, bool):
+            raise CheckpointError(f"{path}: {field} {value!r} must be true or false")
+        flags[field] = default if value is None else value
+    return OriginalRuntime(limit, flags["add_time_instruction"], flags["mm_use_im_patch_token"], str(path))
+
+
 def read_llava_next(folder: str | Path, vision_dir: str | Path | None = None) -> Checkpoint:
     """A `llava_qwen` folder as a lazy `Checkpoint` (the deleted layer and the head dropped).
 

@@ -35,10 +35,18 @@ applies the visual fields, and our settings for it:
   4-D tensor (lmms-eval with 'pad' / 'square') skips the merge branch and gets no newline. We
   follow the list form: one newline after every base image.
 
-Not reproduced (no config value refuses them, so they are said here): the builder shrinks the
-embedding to `len(tokenizer)` rows (151,646 for the Qwen2 tokenizer against 152,064 stored),
-which renormalises log-probabilities over fewer ids; and `tokenizer_model_max_length` cuts
-longer embedded sequences, visual tokens included, where we never cut.
+Fields that act around the weights, not on them (`llava_next.OriginalRuntime`, honoured by
+`onevision.infer.OneVision` for original folders):
+- The builder adds `<im_patch>` to the tokenizer when `mm_use_im_patch_token` (default true) and
+  then resizes embedding and head to `len(tokenizer)` rows (151,646 for the Qwen2 tokenizer
+  against 152,064 stored in the 7B, 151,936 in the 0.5B): its softmax, argmax and sampling see
+  only those ids. We keep every stored row (the checkpoint is unchanged) and give logits to
+  the first `len(tokenizer)` ids only, in scoring and in generation, which is the same.
+- `tokenizer_model_max_length`: the original cuts an embedded sequence with media to it, visual
+  tokens included (mid-image if need be). We refuse such a prompt instead, naming the field and
+  both lengths; a text-only prompt is not cut there (that function returns early) nor refused.
+- `add_time_instruction`: switches on LLaVA-Video's time instruction in video prompts, in the
+  original's words (`onevision.data.template.time_instruction`).
 """
 
 from __future__ import annotations
@@ -84,9 +92,10 @@ FIELDS: dict[str, str] = {
     "faster_token_stride": "no effect: read only with add_faster_video (refused)",
     "mm_use_im_start_end": "refused unless false (prompts would wrap images in <im_start>/<im_end>)",
     "tune_mm_mlp_adapter": "no effect: raises in the original only with mm_use_im_start_end (refused)",
-    "mm_use_im_patch_token": "no effect on prompts: adds <im_patch> to the tokenizer, never placed in a prompt "
-    "(the builder's resize_token_embeddings(len(tokenizer)) after it is not reproduced: we keep every stored row)",
-    "tokenizer_model_max_length": "no effect here: the original cuts longer embedded sequences; we never cut visual tokens",
+    "mm_use_im_patch_token": "mapped: true (the default) adds <im_patch> to the tokenizer before the builder's "
+    "resize_token_embeddings(len(tokenizer)); logits cover those len(tokenizer) ids only (OneVision)",
+    "tokenizer_model_max_length": "mapped: prompts with media longer than it are refused (the original cuts them, "
+    "visual tokens included; OneVision's max_length)",
     "tokenizer_padding_side": "no effect: each row gets positions 0..len and a mask either way",
     "use_pos_skipping": "refused unless false (a training-time position trick)",
     "pos_skipping_range": "no effect: read only with use_pos_skipping (refused)",
@@ -94,7 +103,8 @@ FIELDS: dict[str, str] = {
     "max_sequence_length": "no effect: the builder's context length for callers",
     "max_position_embeddings": "mapped: Qwen2 field (also the builder's context length)",
     "frames_upbound": "mapped: frames sampled per video (a training data argument the config keeps)",
-    "add_time_instruction": "no effect on the model: a prompt choice (InferenceConfig.time_instruction)",
+    "add_time_instruction": "mapped: true switches on LLaVA-Video's time instruction in video prompts "
+    "(OneVision's time_instruction)",
     "force_sample": "no effect on the model: frames are sampled uniformly up to frames_upbound",
 }
 

@@ -124,11 +124,16 @@ def placeholder_kinds(texts: Sequence[str]) -> list[str]:
 
 
 def time_instruction(duration: float, timestamps: Sequence[float]) -> str:
-    """LLaVA-Video's prompt telling the model a clip's length and its sampled frames' times."""
+    """LLaVA-Video's prompt telling the model a clip's length and its sampled frames' times.
+
+    Word for word as LLaVA-NeXT trains and runs it (`time_instruciton` in llava/train/train.py and
+    playground/demo/video_demo.py at df179663; lmms-eval's llava_vid): no space after the frame
+    times' full stop.
+    """
     times = ",".join(f"{t:.2f}s" for t in timestamps)
     return (
         f"The video lasts for {duration:.2f} seconds, and {len(timestamps)} frames are uniformly sampled from it. "
-        f"These frames are located at {times}. Please answer the following questions related to this video."
+        f"These frames are located at {times}.Please answer the following questions related to this video."
     )
 
 

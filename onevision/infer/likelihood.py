@@ -8,7 +8,8 @@ their prompt's cache. The vision tower and the prompt's decoder pass run once pe
 not once per candidate.
 
 Each candidate gets the sum of log p(token | prompt, earlier tokens) over its tokens and
-whether greedy decoding would have produced it (every token the argmax).
+whether greedy decoding would have produced it (every token the argmax). With `vocab_size`,
+the softmax and argmax cover the first `vocab_size` ids only, as for a head of that many rows.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def score_continuations(
     visual: VisualBatch | None,
     continuations: Sequence[Sequence[Sequence[int]]],
     pad_token_id: int = 0,
+    vocab_size: int | None = None,
 ) -> list[list[Score]]:
     """Score every continuation of every prompt.
 
@@ -56,6 +58,7 @@ def score_continuations(
         visual: every prompt's tiles and plans, prompt after prompt (`VisualBatch.concat`).
         continuations: per prompt, its candidate continuations as id lists (each non-empty).
         pad_token_id: id used for padding (never attended to).
+        vocab_size: normalise over ids below this only (None: every row of the head).
 
     Returns:
         Per prompt, one `Score` per continuation, in the given order.
@@ -65,6 +68,9 @@ def score_continuations(
     for b, candidates in enumerate(continuations):
         if not candidates or any(len(c) == 0 for c in candidates):
             raise ValueError(f"prompt {b}: every prompt needs at least one continuation, each non-empty")
+        outside = [t for c in candidates for t in c if vocab_size is not None and not 0 <= t < vocab_size]
+        if outside:
+            raise ValueError(f"prompt {b}: continuation id {outside[0]} is outside the {vocab_size} ids the logits cover")
     device = model.image_newline.device
     lm = model.language_model
     ids, mask, positions = (t.to(device) for t in left_pad(prompts, pad_token_id))
@@ -77,7 +83,7 @@ def score_continuations(
         use_cache=True,
         logits_to_keep=1,
     )
-    first_logits = out.logits[:, -1].float()  # [B, V]: predicts each continuation's first token
+    first_logits = out.logits[:, -1, :vocab_size].float()  # [B, V]: predicts each continuation's first token
 
     rows = torch.tensor([b for b, candidates in enumerate(continuations) for _ in candidates], device=device)
     flat = [list(c) for candidates in continuations for c in candidates]
@@ -98,7 +104,7 @@ def score_continuations(
     )
     # Token t of a continuation is predicted by the prompt's last logits (t = 0) or by the
     # continuation's own logits at t - 1.
-    logits = torch.cat((first_logits[rows][:, None], out.logits[:, :-1].float()), dim=1)
+    logits = torch.cat((first_logits[rows][:, None], out.logits[:, :-1, :vocab_size].float()), dim=1)
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
     greedy = (logits.argmax(dim=-1) == tokens) | (real == 0)
     totals = (logprobs * real).sum(dim=1).tolist()

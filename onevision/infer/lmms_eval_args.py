@@ -24,7 +24,12 @@ Accepted (ours first, then theirs -> ours):
     attn_implementation   sdpa, eager or flash_attention_2
     use_cache             KV cache during generation
     system_prompt, max_new_tokens, reasoning_prompt (appended to every context)
-    conv_template         'qwen_1_5' only (ChatML, the checkpoint tokenizer's template)
+    conv_template         'qwen_1_5' only: prompts in LLaVA-NeXT's qwen_1_5 conversation (system turn
+                          "You are a helpful assistant.", `<|im_start|>user\n<image>\n...`), as
+                          llava_onevision renders them, whatever the checkpoint; omitted, prompts
+                          follow the checkpoint's layout (a llava-hf folder's own chat template,
+                          an original folder's qwen_1_5), see `onevision.infer.prompt`
+    prompt_format         ours: auto, chat_template or qwen_1_5 (`InferenceConfig.prompt_format`)
     token_strategy        'single' only (one placeholder per video)
     model_name            a Qwen model name (llava_qwen): the format itself is detected
     image_first=True, interleave_visuals=False, use_codec=False: what onevision does
@@ -46,6 +51,8 @@ ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 VIDEO_BACKENDS = ("auto", "decord", "pyav")
 POOL_MODES = ("bilinear", "average", "max")
 ORIGINAL_POOL_STRIDE = 2
+PROMPT_FORMATS = ("auto", "chat_template", "qwen_1_5")
+CONV_TEMPLATE = "qwen_1_5"
 DTYPE_NAMES = {
     "bf16": "bf16", "bfloat16": "bf16", "torch.bfloat16": "bf16",
     "fp16": "fp16", "float16": "fp16", "half": "fp16", "torch.float16": "fp16",
@@ -79,7 +86,6 @@ CODEC_REFUSAL = "onevision decodes videos with decord or PyAV (video_decode_back
 
 # Arguments accepted with one value only: (the value, what onevision does).
 FIXED = {
-    "conv_template": ("qwen_1_5", "onevision prompts with the checkpoint tokenizer's chat template (ChatML, i.e. qwen_1_5)"),
     "token_strategy": ("single", "onevision gives a video one <video> placeholder (token_strategy=single)"),
     "image_first": (True, MEDIA_FIRST),
     "interleave_visuals": (False, MEDIA_FIRST),
@@ -126,6 +132,8 @@ class PluginSettings:
     """Generation length for requests that set none."""
     reasoning_prompt: str | None = None
     """Appended to every context (llava_onevision1_5's reasoning_prompt)."""
+    prompt_format: str = "auto"
+    """'auto' (from the checkpoint's layout), 'chat_template' or 'qwen_1_5'."""
     notes: list[str] = field(default_factory=list)
     """What accepted arguments mean here, for the log."""
 
@@ -196,6 +204,22 @@ def _original_stride(settings: PluginSettings, value: Any) -> None:
     settings.notes.append(f"mm_spatial_pool_stride={value}: the stride LLaVA-NeXT pools video with; the checkpoint's video_pool_stride is kept")
 
 
+def _prompt_format(settings: PluginSettings, name: str, value: Any) -> None:
+    if name == "conv_template":
+        if str(value) != CONV_TEMPLATE:
+            raise ModelArgumentError(
+                f"model argument conv_template={value!r}: onevision renders only LLaVA-NeXT's {CONV_TEMPLATE!r} "
+                "conversation (or, without conv_template, the checkpoint's own chat template)"
+            )
+        value = CONV_TEMPLATE
+        settings.notes.append(f"conv_template={value}: prompts in LLaVA-NeXT's qwen_1_5 conversation (prompt_format=qwen_1_5)")
+    else:
+        value = _choice(name, value, PROMPT_FORMATS)
+    if settings.prompt_format not in ("auto", value):
+        raise ModelArgumentError(f"model argument {name}={value!r} contradicts prompt_format {settings.prompt_format!r}")
+    settings.prompt_format = value
+
+
 def _batch_size(value: Any) -> int:
     if str(value).startswith("auto"):
         raise ModelArgumentError(f"batch_size={value!r}: onevision needs a number (requests decoded together)")
@@ -243,6 +267,8 @@ def parse_model_args(args: dict[str, Any]) -> PluginSettings:
             _model_name(settings, value)
         elif name == "mm_spatial_pool_stride":
             _original_stride(settings, value)
+        elif name in ("conv_template", "prompt_format"):
+            _prompt_format(settings, name, value)
         elif name in FIXED:
             expected, meaning = FIXED[name]
             if (_bool(name, value) if isinstance(expected, bool) else str(value)) != expected:
@@ -259,7 +285,8 @@ def parse_model_args(args: dict[str, Any]) -> PluginSettings:
         else:
             unknown.append(name)
     if unknown:
-        accepted = sorted({*MAPPED, "device", "device_map", "model_name", "mm_spatial_pool_stride", *FIXED, *NO_EFFECT})
+        accepted = sorted({*MAPPED, "device", "device_map", "model_name", "mm_spatial_pool_stride", "conv_template",
+                           "prompt_format", *FIXED, *NO_EFFECT})
         raise ModelArgumentError(f"unknown model argument(s) {', '.join(sorted(unknown))}; onevision accepts {', '.join(accepted)}")
     if not settings.pretrained:
         raise ModelArgumentError("model argument pretrained= (the checkpoint folder) is required")

@@ -91,13 +91,16 @@ class OneVisionLMMS(lmms):
         for note in settings.notes:
             logger.info(f"onevision: {note}")
         device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        config = InferenceConfig(system_prompt=settings.system_prompt, num_frames=settings.num_frames, video_backend=settings.video_backend)
+        config = InferenceConfig(
+            system_prompt=settings.system_prompt, prompt_format=settings.prompt_format,
+            num_frames=settings.num_frames, video_backend=settings.video_backend,
+        )
         pipe = OneVision.from_pretrained(settings.pretrained, device=device, dtype=settings.dtype, config=config)
         pooling = {"video_pool_stride": settings.video_pool_stride, "video_pool_mode": settings.video_pool_mode}
         pooling = {k: v for k, v in pooling.items() if v is not None}
         if pooling:
-            visual = dataclasses.replace(pipe.model.config.visual, **pooling)
-            pipe = OneVision(pipe.model, pipe.tokenizer, dataclasses.replace(config, visual=visual), pipe.loader.normalization)
+            # The chat template and an original folder's runtime settings carry over.
+            pipe = pipe.reconfigured(visual=dataclasses.replace(pipe.model.config.visual, **pooling))
         if settings.attn_implementation is not None:
             try:
                 for part in (pipe.model.language_model, pipe.model.vision_tower.vision_model):

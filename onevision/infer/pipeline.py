@@ -17,6 +17,12 @@ LLaVA-NeXT's qwen_1_5 conversation. `InferenceConfig.prompt_format` overrides th
 request is planned and encoded on its own, the prompts are left-padded and decoded together with
 a KV cache (`onevision.model.generate`), each stopping at `<|im_end|>`.
 
+An original LLaVA-NeXT folder is also run as LLaVA-NeXT runs it (`llava_next.OriginalRuntime`,
+each overridable in `InferenceConfig`): logits cover only the `len(tokenizer)` ids its builder
+keeps when it resizes the embedding (`vocab_size`), prompts with media longer than its
+`tokenizer_model_max_length` are refused, never cut (`max_length`), and `add_time_instruction`
+switches on the time instruction in video prompts (`time_instruction`).
+
 Multiple choice (`choose`) compares log-likelihoods, never parses generated text:
 - by='letter' (default): the options are listed as "A. ..." lines with LLaVA-OneVision's
   instruction "Answer with the option's letter from the given choices directly."; each
@@ -29,10 +35,11 @@ Multiple choice (`choose`) compares log-likelihoods, never parses generated text
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -42,18 +49,23 @@ from onevision.data.template import insert_time_instruction, time_instruction
 from onevision.infer.inputs import LoadedMedia, MediaLoader, Request
 from onevision.infer.likelihood import Score, score_continuations
 from onevision.infer.prompt import LETTERS, PROMPT_FORMATS, PromptEncoder, multiple_choice_prompt, with_placeholders
+from onevision.infer.tokenizer_files import TOKENIZER_FILES, TokenizerNotFound, load_tokenizer  # noqa: F401  (re-exported)
 from onevision.model.generate import GenerationSettings, generate_batch
 from onevision.model.inputs import VisualBatch
 from onevision.processing import ImageNormalization
 from onevision.tokenizer import ENDOFTEXT, IM_END
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+if TYPE_CHECKING:
+    from onevision.checkpoint.llava_next import OriginalRuntime
+
+logger = logging.getLogger(__name__)
+
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 CHOICE_MODES = ("letter", "text")
 
 
-class TokenizerNotFound(FileNotFoundError):
-    """A checkpoint folder without tokenizer files, and no tokenizer given."""
+class PromptTooLong(ValueError):
+    """A prompt with media longer than the checkpoint's `tokenizer_model_max_length` (or `max_length`)."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +80,16 @@ class InferenceConfig:
     """Frames sampled uniformly per video; None: the checkpoint's `visual.frames_upbound`."""
     video_backend: str = "auto"
     """Video decoder: 'auto', 'decord' or 'pyav'."""
-    time_instruction: bool = False
-    """Tell the model a video's duration and frame times (LLaVA-Video's prompt)."""
+    time_instruction: bool | None = None
+    """Tell the model a video's duration and frame times (LLaVA-Video's prompt); None: an original
+    folder's `add_time_instruction`, else False."""
+    max_length: int | None = None
+    """Longest prompt with media accepted, visual tokens included (for scoring, prompt plus
+    continuation); longer ones raise `PromptTooLong`. None: an original folder's
+    `tokenizer_model_max_length`, else no limit."""
+    vocab_size: int | None = None
+    """Logits cover ids below this only (softmax, argmax, sampling); None: an original folder's
+    `len(tokenizer)` (the rows its builder keeps), else every row of the head."""
     visual: VisualSettings | None = None
     """Visual token settings; None: the checkpoint's."""
 
@@ -127,22 +147,23 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}") from None
 
 
-def load_tokenizer(folder: str | os.PathLike):
-    """The tokenizer saved in `folder` (transformers' AutoTokenizer, nothing downloaded).
-
-    Raises:
-        TokenizerNotFound: the folder holds none of the tokenizer files.
-    """
-    folder = Path(folder)
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise TokenizerNotFound(
-            f"no tokenizer in {folder}: looked for {', '.join(TOKENIZER_FILES)}. Save one beside the weights "
-            "(onevision.checkpoint.save_hf(model, folder, tokenizer=...) or tokenizer.save_pretrained(folder)), "
-            "or pass tokenizer= (a tokenizer or a folder holding one)"
+def resolve_config(config: InferenceConfig, original: OriginalRuntime | None, tokenizer) -> tuple[InferenceConfig, str]:
+    """`config` with the fields left None filled from an original folder's runtime, and the name
+    of the max_length's source for messages."""
+    requested = config
+    if original is not None:
+        config = dataclasses.replace(
+            config,
+            time_instruction=original.time_instruction if config.time_instruction is None else config.time_instruction,
+            max_length=original.max_length if config.max_length is None else config.max_length,
+            vocab_size=original.vocab_rows(tokenizer) if config.vocab_size is None else config.vocab_size,
         )
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(folder))
+    config = dataclasses.replace(config, time_instruction=bool(config.time_instruction))
+    if config.max_length is not None and config.max_length < 1:
+        raise ValueError(f"InferenceConfig.max_length must be >= 1 or None, got {config.max_length}")
+    from_original = original is not None and requested.max_length is None
+    name = f"tokenizer_model_max_length in {original.where}" if from_original else "InferenceConfig.max_length"
+    return config, name
 
 
 class OneVision:
@@ -154,9 +175,12 @@ class OneVision:
         config: prompt and media settings.
         normalization: the vision tower's pixel normalisation (SigLIP's by default).
         chat_template: the template prompts are rendered with; None: the tokenizer's.
+        original: what an original LLaVA-NeXT folder's config says about running it
+            (`onevision.checkpoint.llava_next.read_llava_next_runtime`); fills the `config`
+            fields left None (time_instruction, max_length, vocab_size).
 
     Raises:
-        ValueError: an unknown `config.prompt_format`.
+        ValueError: an unknown `config.prompt_format`, or a `vocab_size` the head cannot cover.
     """
 
     def __init__(
@@ -166,10 +190,22 @@ class OneVision:
         config: InferenceConfig | None = None,
         normalization: ImageNormalization | None = None,
         chat_template: str | None = None,
+        original: OriginalRuntime | None = None,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.config = config or InferenceConfig()
+        self.original = original
+        self.chat_template = chat_template
+        self.requested = config or InferenceConfig()
+        """The config as given; `self.config` has its None fields resolved."""
+        self.config, self.max_length_name = resolve_config(self.requested, original, tokenizer)
+        self._told_no_times = False
+        rows = model.language_model.get_output_embeddings().weight.shape[0]
+        if self.config.vocab_size is not None and not 1 <= self.config.vocab_size <= rows:
+            raise ValueError(
+                f"vocab_size {self.config.vocab_size} (logits over the first ids) must be between 1 and the head's "
+                f"{rows} rows; the tokenizer has {len(tokenizer)} tokens"
+            )
         if self.config.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"InferenceConfig.prompt_format must be one of {PROMPT_FORMATS}, got {self.config.prompt_format!r}")
         model_config = model.config
@@ -221,11 +257,13 @@ class OneVision:
             config: prompt and media settings.
 
         Raises:
-            CheckpointError: unknown format, or weights that do not fit the config.
+            CheckpointError: unknown format, weights that do not fit the config, or an original
+                folder's runtime field that is malformed (named).
             TokenizerNotFound: no tokenizer in the folder and none given.
         """
         from onevision.checkpoint import detect_format, load_checkpoint
         from onevision.checkpoint.files import read_chat_template
+        from onevision.checkpoint.llava_next import read_llava_next_runtime
 
         path = Path(path)
         layout = detect_format(path)  # a missing folder or an unknown format says so before the tokenizer is looked for
@@ -238,7 +276,20 @@ class OneVision:
                 chat_template = read_chat_template(tokenizer)
             tokenizer = load_tokenizer(path if tokenizer is None else tokenizer)
         model = load_checkpoint(path, device=device, dtype=resolve_dtype(dtype), progress=progress)
-        return cls(model, tokenizer, config, ImageNormalization.from_pretrained_dir(path), chat_template=chat_template)
+        original = read_llava_next_runtime(path) if layout == "llava-next" else None
+        normalization = ImageNormalization.from_pretrained_dir(path)
+        return cls(model, tokenizer, config, normalization, chat_template=chat_template, original=original)
+
+    def reconfigured(self, **changes) -> "OneVision":
+        """A pipeline on the same model and tokenizer with `InferenceConfig` fields replaced.
+
+        Everything else carries over: the chat template, the normalisation and, for an original
+        folder, what its config says (fields still None are filled from it again).
+        """
+        return OneVision(
+            self.model, self.tokenizer, dataclasses.replace(self.requested, **changes),
+            self.loader.normalization, chat_template=self.chat_template, original=self.original,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -269,7 +320,36 @@ class OneVision:
         if self.config.time_instruction and has_video and media.timestamps:
             instruction = time_instruction(media.duration, media.timestamps)
             turns = [(role, insert_time_instruction(text, instruction)) for role, text in turns]
-        return Prepared(request, self.encoder.encode(turns, media.plan.items), media)
+        elif self.config.time_instruction and has_video and not self._told_no_times:
+            self._told_no_times = True
+            logger.warning(
+                f"{request.describe()}: time_instruction is on but the video came as frames without times "
+                "(no duration or timestamps to tell); its prompt, and those of other such videos, go without it"
+            )
+        prepared = Prepared(request, self.encoder.encode(turns, media.plan.items), media)
+        self.check_length(prepared)
+        return prepared
+
+    def check_length(self, prepared: Prepared, extra: int = 0) -> None:
+        """Refuse a prompt with media (plus `extra` scored tokens) longer than `config.max_length`.
+
+        The original LLaVA-NeXT cuts such a sequence to `tokenizer_model_max_length`, visual tokens
+        included, so its answer would come from part of an image or video; a text-only one it
+        leaves whole (`prepare_inputs_labels_for_multimodal` returns early), and so do we.
+
+        Raises:
+            PromptTooLong: the message names the limit's source and both lengths.
+        """
+        limit = self.config.max_length
+        length = int(prepared.input_ids.numel()) + extra
+        if limit is None or prepared.visual is None or length <= limit:
+            return
+        media = prepared.media.plan.total
+        raise PromptTooLong(
+            f"{prepared.request.describe()}: the prompt is {length} tokens ({media} of them visual) but {self.max_length_name} "
+            f"is {limit}; the original would cut it there, so it is refused. Use fewer frames (num_frames), "
+            "smaller images or a shorter question"
+        )
 
     def generation_settings(
         self,
@@ -294,6 +374,7 @@ class OneVision:
             eos_token_ids=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
             use_cache=use_cache,
+            vocab_size=self.config.vocab_size,
         )
 
     # ------------------------------------------------------------------ generation
@@ -340,9 +421,16 @@ class OneVision:
     # ------------------------------------------------------------------ likelihood
 
     def score(self, prepared: Sequence[Prepared], continuations: Sequence[Sequence[Sequence[int]]]) -> list[list[Score]]:
-        """Log-likelihood of each continuation (id lists) of each prepared prompt."""
+        """Log-likelihood of each continuation (id lists) of each prepared prompt.
+
+        Raises:
+            PromptTooLong: a prompt with media plus its longest continuation exceeds `config.max_length`.
+        """
+        for p, candidates in zip(prepared, continuations):
+            self.check_length(p, max((len(c) for c in candidates), default=0))
         visual = VisualBatch.concat([p.visual for p in prepared])
-        return score_continuations(self.model, [p.input_ids for p in prepared], visual, continuations, self.pad_token_id)
+        ids = [p.input_ids for p in prepared]
+        return score_continuations(self.model, ids, visual, continuations, self.pad_token_id, self.config.vocab_size)
 
     def option_continuations(self, options: Sequence[str], by: str) -> list[list[int]]:
         """Ids scored per option: its letter ('letter'), or its text then `<|im_end|>` ('text')."""

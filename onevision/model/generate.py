@@ -55,6 +55,10 @@ class GenerationSettings:
     """Id used for left padding and after a sample has ended (never seen by the model)."""
     use_cache: bool = True
     """Reuse keys and values across steps; False recomputes the full sequence each step."""
+    vocab_size: int | None = None
+    """Only ids below this are generated (the softmax covers them alone), as a model whose head
+    has that many rows; None: every row of the head. An original LLaVA-NeXT folder's is
+    len(tokenizer) (its builder resizes the embedding to that)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eos_token_ids", tuple(int(t) for t in self.eos_token_ids))
@@ -66,6 +70,8 @@ class GenerationSettings:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.vocab_size is not None and self.vocab_size < 1:
+            raise ValueError(f"vocab_size must be >= 1 or None, got {self.vocab_size}")
 
 
 def left_pad(prompts: Sequence[torch.Tensor], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -153,7 +159,7 @@ def generate_batch(
                 use_cache=cache is not None,
                 logits_to_keep=1,
             )
-        scores = out.logits[:, -1].float()
+        scores = out.logits[:, -1, : settings.vocab_size].float()
         if settings.do_sample:
             probs = torch.softmax(warpers(sequences, scores), dim=-1)
             token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
