@@ -23,6 +23,10 @@ Visual settings: every `mm_*` / layout field the original reads is honoured as i
 or refused by name; `llava_next_fields.py` holds the mapping and the commit followed. We also
 write `onevision_visual` (all our visual settings, checked against the `mm_*` fields when read)
 and `image_token_index` / `video_token_index`, which the original code ignores.
+
+Fields that act around the weights at inference (the builder's `resize_token_embeddings(len(tokenizer))`,
+`tokenizer_model_max_length`, `add_time_instruction`) are read by `read_llava_next_runtime` into an
+`OriginalRuntime`, which `onevision.infer.OneVision` honours; the weights are kept as stored.
 """
 
 from __future__ import annotations
