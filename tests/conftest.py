@@ -1,6 +1,7 @@
-"""Shared test settings: deterministic seeds, GPU tests skipped without CUDA."""
+"""Shared test settings: deterministic seeds, GPU tests skipped without CUDA, an offline fixture."""
 
 import random
+import socket
 
 import numpy as np
 import pytest
@@ -34,3 +35,15 @@ def qwen2_tokenizer(tmp_path_factory):
     from onevision.tokenizer import build_qwen2_tokenizer
 
     return build_qwen2_tokenizer(cache_dir=tmp_path_factory.mktemp("qwen2-tokenizer"))
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: HF_HUB_OFFLINE=1 and any socket connection raises (checkpoint tests use it,
+    so a loader that reached for the hub would fail instead of downloading)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access in a checkpoint test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)

@@ -20,14 +20,8 @@ from onevision.model.onevision import OneVisionModel, qwen2_config
 from onevision.tokenizer import train_small_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def refuse(*args, **kwargs):
-        raise OSError("network access in a checkpoint test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+# Offline: HF_HUB_OFFLINE=1 and any socket connection fails (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def _cli(*argv: str) -> int:

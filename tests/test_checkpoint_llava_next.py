@@ -30,14 +30,8 @@ from onevision.model.config import SIGLIP_SO400M
 from onevision.model.onevision import OneVisionModel
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def refuse(*args, **kwargs):
-        raise OSError("network access in a checkpoint test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+# Offline: HF_HUB_OFFLINE=1 and any socket connection fails (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 def _three_layer_config():

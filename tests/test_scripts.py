@@ -3,6 +3,9 @@ and prints its comparison (the figures themselves are not asserted: timings are 
 
 The GPU training benchmark runs with --cpu-check, so a GPU session does not spend its device
 time finding a broken script.
+
+Tier `bench` (about a minute): left out of a plain `python -m pytest -q` by setup.cfg's addopts,
+run with `python -m pytest -q -m bench`.
 """
 
 import os
@@ -41,6 +44,7 @@ def run_script(name: str, args: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.bench
 @pytest.mark.parametrize("name", sorted(SMOKE))
 def test_benchmark_runs_on_a_tiny_workload(name, tmp_path):
     args, expected = SMOKE[name]
@@ -54,6 +58,7 @@ def test_every_benchmark_is_smoke_tested():
     assert sorted(p.name for p in (ROOT / "scripts").glob("bench_*.py")) == sorted(SMOKE)
 
 
+@pytest.mark.bench
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message printed where there is no GPU")
 def test_gpu_benchmark_without_cuda_says_so():
     result = run_script("bench_gpu_train.py", [])
