@@ -12,7 +12,8 @@ from PIL import Image
 from helpers_model import single_thread  # noqa: F401  (autouse fixture)
 from onevision.cli.main import main
 from onevision.infer.debug import debug_pipeline, save_debug_checkpoint
-from onevision.infer.evaluate import Report, Result, evaluate, exact_match, normalize_answer, read_benchmark
+from onevision.data.records import RecordError
+from onevision.infer.evaluate import Report, Result, benchmark_item, evaluate, exact_match, normalize_answer, read_benchmark
 from onevision.infer.likelihood import Score
 from onevision.infer.matrix import plot_matrix, transfer_matrix
 
@@ -124,3 +125,31 @@ def test_eval_cli_two_checkpoints_on_world(tmp_path, capsys):
     assert colour["mode"] == "choice" and len(colour["scores"]) == 4 and colour["error"] is None
     assert colour["prediction"] == ["red", "green", "blue", "yellow"][int(np.argmax(colour["scores"]))]
     assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+
+def deep(depth: int) -> list:
+    """A list nested `depth` levels deep (built in a loop; str() of it would recurse past the limit)."""
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("field", ["id", "role", "answer", "choices", "choice", "task", "scenario", "chance"])
+def test_deeply_nested_fields_give_a_short_record_error(field):
+    """A 100,000-deep value in any field benchmark_item reads: one bounded RecordError naming file and line."""
+    value = deep(100_000)
+    record = {"id": "r1", "conversations": [{"from": "human", "value": "What?"}, {"from": "gpt", "value": "red"}], "answer": "red"}
+    if field == "role":
+        record["conversations"][-1]["from"] = value
+    elif field == "choice":
+        record["choices"] = ["red", value]
+    else:
+        record[field] = value
+    with pytest.raises(RecordError) as error:
+        benchmark_item(record, source="bench.jsonl", index=2, line=3)
+    message = str(error.value)
+    assert message.startswith("bench.jsonl:3"), message
+    assert len(message) < 300, message
+    assert "[[[[...]]]]" in message, message  # the value is quoted, a few levels deep

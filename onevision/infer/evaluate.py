@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from onevision.budget import BudgetError
 from onevision.data.media import MediaError
-from onevision.data.records import RecordError, iter_raw_records, parse_record
+from onevision.data.records import RecordError, display, iter_raw_records, parse_record, raw_record_id, short
 from onevision.infer.inputs import Request
 from onevision.infer.matrix import TransferMatrix, plot_matrix, transfer_matrix
 from onevision.infer.prompt import LETTERS
@@ -82,22 +82,38 @@ def benchmark_item(raw: dict, *, source: str = "<memory>", index: int = 0, line:
     """A `BenchmarkItem` from one raw record (media paths joined onto `media_root`).
 
     Raises:
-        RecordError: the record breaks the LLaVA format or has no reference answer.
+        RecordError: the record breaks the LLaVA format, has no reference answer, or an
+            evaluation field ("answer", "choices", "task", "scenario", "chance") of the wrong type.
+            Messages quote values with `records.short` (at most 100 characters, a few levels
+            deep), so no value, however nested, is turned whole into text.
     """
+    record_id = raw_record_id(raw)
+    place = f"{source}:{line}" if line is not None else f"{source}[{index}]"
+    where = f"{place} (id={display(record_id)})" if record_id is not None else place
+
+    def fail(message: str):
+        raise RecordError(f"{where}: {message}")
+
     if not isinstance(raw, dict) or not isinstance(raw.get("conversations"), list):
-        raise RecordError(f"{source}:{line or index}: expected a record with a 'conversations' list")
+        fail("expected a record with a 'conversations' list")
     conversations = list(raw["conversations"])
     last = conversations[-1] if conversations else {}
-    last_role = str(last.get("from", last.get("role", ""))).lower() if isinstance(last, dict) else ""
-    answer = raw.get("answer")
+    role = last.get("from", last.get("role")) if isinstance(last, dict) else None
+    last_role = role.lower() if isinstance(role, str) else ""
+    answer = _field_text(raw.get("answer"), "'answer'", fail)
     if last_role in ("human", "user"):
         if answer is None:
-            raise RecordError(f"{source}:{line or index} (id={raw.get('id')}): no 'answer' and no assistant turn to score against")
-        conversations.append({"from": "gpt", "value": str(answer)})
+            fail("no 'answer' and no assistant turn to score against")
+        conversations.append({"from": "gpt", "value": answer})
     record = parse_record({**raw, "conversations": conversations}, source=source, index=index, line=line, media_root=media_root)
-    reference = str(answer) if answer is not None else record.turns[-1].text
-    choices = [str(c) for c in raw.get("choices") or ()]
+    reference = answer if answer is not None else record.turns[-1].text
+    choices = raw.get("choices") or []
+    if not isinstance(choices, list):
+        fail(f"'choices' must be a list, got {type(choices).__name__} {short(choices)}")
+    choices = [_field_text(c, f"choice {k}", fail) for k, c in enumerate(choices)]
     chance = raw.get("chance", 1.0 / len(choices) if choices else None)
+    if chance is not None and (isinstance(chance, bool) or not isinstance(chance, (int, float))):
+        fail(f"'chance' must be a number or null, got {type(chance).__name__} {short(chance)}")
     request = Request(
         turns=[(t.role, t.text) for t in record.turns[:-1]],
         images=record.images,
@@ -105,9 +121,18 @@ def benchmark_item(raw: dict, *, source: str = "<memory>", index: int = 0, line:
         options=choices,
         id=record.id,
     )
-    task = str(raw.get("task") or Path(source).stem)
-    scenario = str(raw.get("scenario") or _MODALITY_SCENARIO[record.modality])
+    task = _field_text(raw.get("task"), "'task'", fail) or Path(source).stem
+    scenario = _field_text(raw.get("scenario"), "'scenario'", fail) or _MODALITY_SCENARIO[record.modality]
     return BenchmarkItem(request, reference, task, scenario, None if chance is None else float(chance))
+
+
+def _field_text(value: Any, what: str, fail) -> str | None:
+    """A scalar evaluation field as text (None stays None); anything else fails with its value quoted short."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return str(value)
+    fail(f"{what} must be a string or a number, got {type(value).__name__} {short(value)}")
 
 
 def read_benchmark(paths: str | os.PathLike | Iterable[str | os.PathLike], media_root=None) -> list[BenchmarkItem]:
