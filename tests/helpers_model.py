@@ -21,9 +21,9 @@ from transformers.models.llava_onevision.processing_llava_onevision import Llava
 from onevision.budget import ImageMedia, VideoMedia, VisualSettings, plan_sample
 from onevision.checkpoint.hf import hf_key_to_ours
 from onevision.model.config import ModelConfig, TextConfig, VisionConfig
-from onevision.visual_batch import VisualBatch
 from onevision.model.onevision import OneVisionModel
 from onevision.processing import preprocess_item
+from onevision.visual_batch import VisualBatch
 
 IMAGE_TOKEN = 126
 VIDEO_TOKEN = 127

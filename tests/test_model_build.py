@@ -7,8 +7,8 @@ from transformers import LlavaOnevisionForConditionalGeneration
 from helpers_model import single_thread  # noqa: F401  (autouse fixture)
 from helpers_model import Sample, random_frames, random_image, tiny_config
 from onevision.model.config import preset
-from onevision.visual_batch import VisualBatch
 from onevision.model.onevision import OneVisionModel, shifted_cross_entropy
+from onevision.visual_batch import VisualBatch
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import torch
 from helpers_model import single_thread  # noqa: F401  (autouse fixture)
 from helpers_model import Sample, random_frames, random_image, tiny_config
 from onevision.budget import ImageMedia, VideoMedia, plan_sample
-from onevision.visual_batch import VisualBatch
 from onevision.model.layout import layout_item, layout_items
 from onevision.model.onevision import OneVisionModel
 from onevision.model.splice import splice_features
+from onevision.visual_batch import VisualBatch
 
 D = 8
 

@@ -19,8 +19,8 @@ from helpers_model import (
     random_image,
     tiny_config,
 )
-from onevision.visual_batch import VisualBatch
 from onevision.model.onevision import OneVisionModel
+from onevision.visual_batch import VisualBatch
 
 TOL = 1e-4
 

@@ -26,7 +26,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from helpers_model import single_thread  # noqa: F401  (autouse fixture)

@@ -30,11 +30,11 @@ from torch import nn
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from onevision.model.config import ModelConfig, TextConfig
-from onevision.visual_batch import VisualBatch
 from onevision.model.layout import layout_items
 from onevision.model.projector import Projector
 from onevision.model.splice import check_placeholders, splice_features
 from onevision.model.vision import VisionTower
+from onevision.visual_batch import VisualBatch
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
