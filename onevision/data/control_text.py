@@ -140,7 +140,7 @@ class ControlTokens:
                     ids.append(value)
                     offsets.append((start, end))
                     continue
-                self._check_plain(encoded["input_ids"][value], texts[value])
+                self._check_plain(encoded["input_ids"][value])
                 ids.extend(encoded["input_ids"][value])
                 offsets.extend((start + a, start + b) for a, b in encoded["offset_mapping"][value])
             out.append((ids, offsets))
@@ -149,10 +149,10 @@ class ControlTokens:
     def plain(self, text: str) -> list[int]:
         """Ids of `text` as plain text: every control token in it tokenised as its characters."""
         ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        self._check_plain(ids, text)
+        self._check_plain(ids)
         return ids
 
-    def _check_plain(self, ids: list[int], text: str) -> None:
+    def _check_plain(self, ids: list[int]) -> None:
         for token in ids:
             if token in self.unsplittable:
                 raise ControlTextError(

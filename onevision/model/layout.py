@@ -49,7 +49,7 @@ def layout_anyres(plan: AnyResPlan, tiles: torch.Tensor, newline: torch.Tensor) 
     grid = grid[:, top : top + height, left : left + width]
     if tuple(plan.pooled) != (height, width):
         grid = F.interpolate(grid[None], size=list(plan.pooled), mode="bilinear")[0]
-    pooled_h, pooled_w = grid.shape[1:]
+    pooled_h = grid.shape[1]
     with_newlines = torch.cat((grid, newline.to(grid.dtype)[:, None, None].expand(dim, pooled_h, 1)), dim=-1)
     return torch.cat((base, with_newlines.flatten(1, 2).transpose(0, 1)), dim=0)
 
