@@ -110,6 +110,7 @@ CASES = [(case_id, effect, text, None, {}) for case_id, effect, text in ROPE_CAS
     ("vision_use_head (inert)", None, None, {"vision_use_head": True}, {}),
     ("projector_hidden_act", "logits", None, None, {"projector_hidden_act": "relu"}),
     ("vision_feature_layer", "logits", None, None, {"vision_feature_layer": -2}),
+    ("vision_feature_layer_list", "width", None, None, {"vision_feature_layer": [-1, 0]}),
     ("image_grid_pinpoints", "tokens", None, None, {"image_grid_pinpoints": [[32, 32], [32, 64], [64, 32]]}),
     ("vision_aspect_ratio", "tokens", None, None, {"vision_aspect_ratio": "anyres_max_1"}),
     ("image_token_index+video_token_index", "ids", None, None, {"image_token_index": 120, "video_token_index": 121}),
@@ -140,6 +141,8 @@ def test_honoured_field_gives_transformers_logits(tmp_path, case_id, effect, tex
         assert sample.plan.total != Sample(default, images=[random_image(96, 64)]).plan.total
     elif effect == "ids":
         assert (ours.config.image_token_id, ours.config.video_token_id) == (120, 121) != (default.image_token_id, default.video_token_id)
+    elif effect == "width":  # two layers concatenated on channels
+        assert ours.projector.linear_1.in_features == 2 * ours.config.vision.hidden_size
     elif effect == "tied":
         assert ours.language_model.lm_head.weight is ours.language_model.model.embed_tokens.weight
 
@@ -179,7 +182,7 @@ def saved(tmp_path_factory):
 
 REFUSED = [
     ("vision_feature_select_strategy", None, "default"),
-    ("vision_feature_layer", None, [-1, -2]),
+    ("vision_feature_layer", None, []),
     ("multimodal_projector_bias", None, False),
     ("vision_aspect_ratio", None, "pad"),
     ("quantization_config", None, {"quant_method": "bitsandbytes"}),

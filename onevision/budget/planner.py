@@ -43,7 +43,7 @@ from onevision.budget.anyres import (
 VIDEO_NEWLINE_POLICIES = ("video", "frame", "row", "none")
 VIDEO_POOL_MODES = ("bilinear", "average", "max")
 UNPAD_ROUNDINGS = ("round", "truncate")
-BASE_IMAGE_MODES = ("pad", "stretch")
+BASE_IMAGE_MODES = ("pad", "stretch", "crop")
 
 
 class BudgetError(ValueError):
@@ -91,7 +91,14 @@ class VisualSettings:
     base_image: str = "pad"
     """An image at base resolution (multi-image items, single_image='base'): 'pad' to a square with
     the mean colour, then resize, or 'stretch' (resized straight; LLaVA-NeXT image_aspect_ratio
-    'square')."""
+    'square'), or 'crop' (shortest side resized to image_size, then centre-cropped: LLaVA v1,
+    transformers' CLIPImageProcessor)."""
+    image_newline: bool = True
+    """Items carry `image_newline` tokens; False (LLaVA v1 / 1.5): an image is its base tokens only,
+    so single_image must be 'base' and video_newline 'none'. Follows the model (ModelConfig.use_image_newline)."""
+    class_token: bool = False
+    """The tower's class token is one of an image's tokens (CLIP with strategy 'full'): side^2 + 1
+    per image; no AnyRes and no video then. Follows the model (ModelConfig)."""
 
     def __post_init__(self) -> None:
         if self.grid_pinpoints is not None:
@@ -112,12 +119,24 @@ class VisualSettings:
         for name in ("anyres_max", "max_grid", "video_pool_stride", "frames_upbound", "min_frames", "min_anyres_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.image_newline and (self.single_image != "base" or self.video_newline != "none"):
+            raise ValueError(
+                "image_newline=False (a model without a newline vector) needs single_image='base' and "
+                f"video_newline='none', got single_image={self.single_image!r}, video_newline={self.video_newline!r}"
+            )
+        if self.class_token and self.single_image != "base":
+            raise ValueError("class_token=True (CLIP 'full' features) needs single_image='base': AnyRes maps have no class token")
         if self.max_visual_tokens is not None and self.max_visual_tokens < 1:
             raise ValueError(f"max_visual_tokens must be positive or None, got {self.max_visual_tokens}")
 
     @property
     def patches_per_side(self) -> int:
         return self.image_size // self.patch_size
+
+    @property
+    def base_tokens(self) -> int:
+        """Tokens of one base view: side^2 patches, plus the class token when kept."""
+        return self.patches_per_side**2 + int(self.class_token)
 
     def pinpoints(self) -> list[tuple[int, int]]:
         if self.grid_pinpoints is not None:
@@ -180,13 +199,15 @@ class AnyResPlan:
 
 @dataclass(frozen=True)
 class BaseImagePlan:
-    """One image of a multi-image sample: base resolution and one newline."""
+    """One image at base resolution (an image of a set, or a lone one with single_image='base'), then a newline if any."""
 
     width: int
     height: int
     base_tokens: int
     fill: str = "pad"
-    """How the image becomes a square: 'pad' (mean colour, then resize) or 'stretch'."""
+    """How the image becomes a square: 'pad' (mean colour, then resize), 'stretch' or 'crop' (shortest side, centre crop)."""
+    newline: bool = True
+    """One `image_newline` token follows the base tokens (False: LLaVA v1 / 1.5)."""
     kind: str = field(default="multi_image", init=False)
 
     @property
@@ -195,7 +216,7 @@ class BaseImagePlan:
 
     @property
     def tokens(self) -> int:
-        return self.base_tokens + 1
+        return self.base_tokens + int(self.newline)
 
 
 @dataclass(frozen=True)
@@ -294,6 +315,8 @@ def plan_video(frames: int, settings: VisualSettings, *, cap: int | None = None,
     """Plan a video that can deliver `frames` frames, sampling at most `cap` of them."""
     if frames < 1:
         raise ValueError(f"a video needs at least one frame, got {frames}")
+    if settings.class_token:
+        raise ValueError("video frames are pooled as patch maps; a model whose features keep the class token (CLIP 'full') takes no video")
     stride = settings.video_pool_stride if stride is None else stride
     cap = settings.frames_upbound if cap is None else cap
     side = settings.patches_per_side
@@ -347,7 +370,6 @@ def _candidates(media: Sequence[ImageMedia | VideoMedia], settings: VisualSettin
     if unknown:
         raise TypeError(f"media must be ImageMedia or VideoMedia, got {type(unknown[0]).__name__}")
     single = len(images) == 1 and settings.single_image == "anyres"
-    side = settings.patches_per_side
 
     n_levels = range(settings.anyres_max, min(settings.min_anyres_max, settings.anyres_max) - 1, -1) if single else [settings.anyres_max]
     stride_levels = range(settings.video_pool_stride, max(settings.max_pool_stride, settings.video_pool_stride) + 1) if videos else [settings.video_pool_stride]
@@ -365,7 +387,12 @@ def _candidates(media: Sequence[ImageMedia | VideoMedia], settings: VisualSettin
                         items.append(plan_anyres(m.width, m.height, settings, anyres_max=n))
                     else:
                         _check_size(m.width, m.height)
-                        items.append(BaseImagePlan(width=m.width, height=m.height, base_tokens=side * side, fill=settings.base_image))
+                        items.append(
+                            BaseImagePlan(
+                                width=m.width, height=m.height, base_tokens=settings.base_tokens,
+                                fill=settings.base_image, newline=settings.image_newline,
+                            )
+                        )
                 steps = []
                 if cap < most_frames:
                     steps.append(f"frames {most_frames}->{cap}")

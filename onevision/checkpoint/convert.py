@@ -20,10 +20,11 @@ import torch
 from onevision.checkpoint.components import LLM_MODEL_TYPES, VISION_MODEL_TYPES, read_components
 from onevision.checkpoint.files import Checkpoint, CheckpointError, check_keys, empty_model, materialize, model_keys, read_json
 from onevision.checkpoint.hf import CONFIG_FILE, HF_MODEL_TYPE, read_hf, write_hf
+from onevision.checkpoint.llava_hf import LLAVA_HF_MODEL_TYPE, is_llava_hf_config, read_llava_hf, write_llava_hf
 from onevision.checkpoint.llava_next import LLAVA_NEXT_MODEL_TYPE, is_llava_next_config, read_llava_next, write_llava_next
 from onevision.model.config import ModelConfig
 
-FORMATS = ("hf", "llava-next")
+FORMATS = ("hf", "llava-next", "llava-hf")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -49,6 +50,8 @@ def detect_format(folder: str | Path) -> str:
         return "hf"
     if is_llava_next_config(data):
         return "llava-next"
+    if is_llava_hf_config(data):
+        return "llava-hf"
     if model_type in LLM_MODEL_TYPES + VISION_MODEL_TYPES:
         raise CheckpointError(
             f"{folder} holds a single component (model_type {model_type!r}); build a model from an LLM and a "
@@ -67,8 +70,11 @@ def read_checkpoint(folder: str | Path, *, vision_dir: str | Path | None = None)
     `vision_dir` gives a LLaVA-NeXT checkpoint's SigLIP shape when its config names a tower
     other than so400m-patch14-384 and carries no `vision_config`.
     """
-    if detect_format(folder) == "hf":
+    found = detect_format(folder)
+    if found == "hf":
         return read_hf(folder)
+    if found == "llava-hf":
+        return read_llava_hf(folder)
     return read_llava_next(folder, vision_dir)
 
 
@@ -116,6 +122,8 @@ def write_checkpoint(
     """
     if to == "hf":
         return write_hf(checkpoint, folder, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer, progress=progress, strict=strict)
+    if to == "llava-hf":
+        return write_llava_hf(checkpoint, folder, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer, progress=progress)
     if to == "llava-next":
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)

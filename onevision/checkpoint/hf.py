@@ -140,6 +140,8 @@ VISUAL_EXPRESSED = {
     "min_frames": "acts only under max_visual_tokens",
     "max_pool_stride": "acts only under max_visual_tokens",
     "min_anyres_max": "acts only under max_visual_tokens",
+    "image_newline": "follows ModelConfig.use_image_newline, which llava_onevision needs True (to_hf refuses otherwise)",
+    "class_token": "follows the tower and strategy; a SigLIP tower has no class token",
 }
 # Our VisualSettings fields llava_onevision applies with one value only: (that value, what it does).
 VISUAL_FIXED = {

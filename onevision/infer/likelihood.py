@@ -71,7 +71,7 @@ def score_continuations(
         outside = [t for c in candidates for t in c if vocab_size is not None and not 0 <= t < vocab_size]
         if outside:
             raise ValueError(f"prompt {b}: continuation id {outside[0]} is outside the {vocab_size} ids the logits cover")
-    device = model.image_newline.device
+    device = model.device
     lm = model.language_model
     ids, mask, positions = (t.to(device) for t in left_pad(prompts, pad_token_id))
     cache = DynamicCache(config=lm.config)

@@ -293,7 +293,7 @@ class OneVision:
 
     @property
     def device(self) -> torch.device:
-        return self.model.image_newline.device
+        return self.model.device
 
     # ------------------------------------------------------------------ inputs
 

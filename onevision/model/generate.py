@@ -122,7 +122,7 @@ def generate_batch(
     config = model.config
     if settings.pad_token_id in (config.image_token_id, config.video_token_id):
         raise ValueError(f"pad_token_id {settings.pad_token_id} is a visual placeholder id; choose another")
-    device = model.image_newline.device
+    device = model.device
     ids, mask, positions = (t.to(device) for t in left_pad(prompts, settings.pad_token_id))
     lm = model.language_model
     embeds = model.embed(ids, visual)

@@ -110,7 +110,7 @@ LLAVA_HONOURED = {
     "image_token_index": "image_token_id",
     "video_token_index": "video_token_id",
     "projector_hidden_act": "projector_act",
-    "vision_feature_layer": "vision_feature_layer (one layer; a list is refused)",
+    "vision_feature_layer": "vision_feature_layer (one int, or a list whose hidden states are concatenated on channels)",
     "tie_word_embeddings": "text.tie_word_embeddings",
     "image_grid_pinpoints": "visual.grid_pinpoints",
     "vision_aspect_ratio": "visual.anyres_max ('anyres_max_N' only)",
@@ -210,11 +210,10 @@ def vision_from_hf(siglip, where: str = "vision_config.") -> VisionConfig:
 def check_llava(hf, where: str = "") -> None:
     """Raise `ValueError` naming the first `LlavaOnevisionConfig` field we cannot honour."""
     _check_refused(hf, LLAVA_REFUSED, where)
-    if not isinstance(hf.vision_feature_layer, int) or isinstance(hf.vision_feature_layer, bool):
-        raise ValueError(
-            f"{where}vision_feature_layer={hf.vision_feature_layer!r} is not supported: only one layer (an int), "
-            "not a list of layers concatenated"
-        )
+    layer = hf.vision_feature_layer
+    layers = [layer] if isinstance(layer, int) else list(layer) if isinstance(layer, (list, tuple)) else None
+    if not layers or not all(isinstance(v, int) and not isinstance(v, bool) for v in layers):
+        raise ValueError(f"{where}vision_feature_layer={layer!r} is not supported: one int or a non-empty list of ints")
     aspect = str(hf.vision_aspect_ratio)
     if not (aspect.startswith("anyres_max_") and aspect.removeprefix("anyres_max_").isdigit()):
         raise ValueError(f"{where}vision_aspect_ratio={aspect!r} is not supported: only 'anyres_max_N'")

@@ -54,10 +54,13 @@ def layout_anyres(plan: AnyResPlan, tiles: torch.Tensor, newline: torch.Tensor) 
     return torch.cat((base, with_newlines.flatten(1, 2).transpose(0, 1)), dim=0)
 
 
-def layout_base_image(plan: BaseImagePlan, tiles: torch.Tensor, newline: torch.Tensor) -> torch.Tensor:
-    """One image of a multi-image sample: [1, side*side, D] -> [side*side + 1, D]."""
-    _side(tiles, plan)
-    return torch.cat((tiles[0], newline.to(tiles.dtype)[None]), dim=0)
+def layout_base_image(plan: BaseImagePlan, tiles: torch.Tensor, newline: torch.Tensor | None) -> torch.Tensor:
+    """One image at base resolution: [1, base_tokens, D] -> [base_tokens (+ 1 newline), D]."""
+    if tiles.shape[1] != plan.base_tokens:
+        raise ValueError(f"{plan.kind} plan was made for {plan.base_tokens} tokens per image but the tower gives {tiles.shape[1]}")
+    if not plan.newline:
+        return tiles[0]
+    return torch.cat((tiles[0], _need(newline, plan).to(tiles.dtype)[None]), dim=0)
 
 
 def layout_video(plan: VideoPlan, tiles: torch.Tensor, newline: torch.Tensor) -> torch.Tensor:
@@ -99,38 +102,41 @@ def layout_video(plan: VideoPlan, tiles: torch.Tensor, newline: torch.Tensor) ->
 _LAYOUTS = {AnyResPlan: layout_anyres, BaseImagePlan: layout_base_image, VideoPlan: layout_video}
 
 
-def layout_item(plan, tiles: torch.Tensor, newline: torch.Tensor) -> torch.Tensor:
+def layout_item(plan, tiles: torch.Tensor, newline: torch.Tensor | None) -> torch.Tensor:
     """Lay out one item's tiles as its token run.
 
     Args:
         plan: an `AnyResPlan`, `BaseImagePlan` or `VideoPlan`.
         tiles: [plan.num_tiles, side*side, D] projected features of the item's tiles.
-        newline: [D] the `image_newline` vector.
+        newline: [D] the `image_newline` vector; None for a model without one.
 
     Returns:
         [plan.tokens, D].
 
     Raises:
-        ValueError: the tiles or the resulting length disagree with the plan.
+        ValueError: the tiles or the resulting length disagree with the plan, or the plan needs a
+            newline the model does not have.
     """
     layout = _LAYOUTS.get(type(plan))
     if layout is None:
         raise TypeError(f"no feature layout for plan type {type(plan).__name__}")
     if tiles.shape[0] != plan.num_tiles:
         raise ValueError(f"{plan.kind} plan expects {plan.num_tiles} tiles, got {tiles.shape[0]}")
+    if newline is None and not isinstance(plan, BaseImagePlan):
+        raise ValueError(f"a {plan.kind} plan ({type(plan).__name__}) places image_newline tokens but the model has no newline vector")
     out = layout(plan, tiles, newline)
     if out.shape[0] != plan.tokens:
         raise ValueError(f"{plan.kind} item laid out {out.shape[0]} visual tokens but its plan has {plan.tokens}")
     return out
 
 
-def layout_items(plans: Sequence, tiles: torch.Tensor, newline: torch.Tensor) -> list[torch.Tensor]:
+def layout_items(plans: Sequence, tiles: torch.Tensor, newline: torch.Tensor | None) -> list[torch.Tensor]:
     """Split a flat tile batch by plan and lay out each item.
 
     Args:
         plans: item plans in tile order.
         tiles: [sum(p.num_tiles), side*side, D].
-        newline: [D].
+        newline: [D], or None for a model without a newline vector.
 
     Returns:
         One [plan.tokens, D] tensor per plan, in order.
@@ -140,6 +146,12 @@ def layout_items(plans: Sequence, tiles: torch.Tensor, newline: torch.Tensor) ->
         raise ValueError(f"the plans need {expected} tiles but {tiles.shape[0]} tiles were encoded")
     chunks = torch.split(tiles, [p.num_tiles for p in plans], dim=0) if plans else []
     return [layout_item(plan, chunk, newline) for plan, chunk in zip(plans, chunks)]
+
+
+def _need(newline: torch.Tensor | None, plan) -> torch.Tensor:
+    if newline is None:
+        raise ValueError(f"the {plan.kind} plan places a newline token but the model has no image_newline vector")
+    return newline
 
 
 def _side(tiles: torch.Tensor, plan) -> int:

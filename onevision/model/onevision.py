@@ -1,15 +1,19 @@
-"""OneVisionModel: SigLIP tower, projector, newline vector and a Qwen2 decoder.
+"""OneVisionModel: vision tower, projector, newline vector and a decoder (the LLaVA family).
 
 LLaVA-OneVision (arXiv 2408.03326, Sec. 3): tiles go through the vision tower, the projector
 maps patch features to the decoder's width, `layout` arranges them per item as the planner
 said (AnyRes crops with newlines, base images, pooled video frames), `splice` writes them over
 the placeholder tokens, and Qwen2 reads the sequence.
 
+The parts are interchangeable (`ModelConfig`): LLaVA-1.5 and LLaVA v1 are the same composition
+with a CLIP tower (class token dropped), an mlp2x_gelu or linear projector, no newline vector
+and a Llama (Vicuna) decoder.
+
 Module tree (state-dict keys follow it; docs/architecture.md, "State-dict contract"):
-    vision_tower.vision_model.*      SigLIP (transformers `SiglipVisionModel`)
-    projector.linear_{1,2}.*         2-layer MLP
-    image_newline                    [D]
-    language_model.model.*           Qwen2 decoder (transformers `Qwen2Model`)
+    vision_tower.vision_model.*      SigLIP or CLIP (transformers `SiglipVisionModel` / `CLIPVisionModel`)
+    projector.linear_{1,2,..}.*      MLP (linear_1 alone for 'linear')
+    image_newline                    [D] (absent when config.use_image_newline is False)
+    language_model.model.*           Qwen2 or Llama decoder (transformers `Qwen2Model` / `LlamaModel`)
     language_model.lm_head.weight    LM head
 
 The constructor builds random weights; loading checkpoints lives in `onevision.checkpoint`.
@@ -27,9 +31,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from onevision.model.config import ModelConfig, TextConfig
+from onevision.model.config import ModelConfig, TextConfig, projector_depth
 from onevision.model.layout import layout_items
 from onevision.model.projector import Projector
 from onevision.model.splice import check_placeholders, splice_features
@@ -42,6 +46,25 @@ ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 def qwen2_config(config: TextConfig, attn_implementation: str = "sdpa") -> Qwen2Config:
     """transformers' `Qwen2Config` for our decoder shape."""
     return Qwen2Config(**dataclasses.asdict(config), attn_implementation=attn_implementation)
+
+
+# Qwen2's sliding-window fields; ModelConfig refuses them for a Llama decoder.
+_QWEN2_ONLY = ("use_sliding_window", "sliding_window", "max_window_layers", "layer_types")
+
+
+def llama_config(config: TextConfig, attn_implementation: str = "sdpa") -> LlamaConfig:
+    """transformers' `LlamaConfig` for our decoder shape (no biases, head_dim = width / heads, as Vicuna)."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in _QWEN2_ONLY}
+    return LlamaConfig(**fields, attn_implementation=attn_implementation)
+
+
+def decoder_config(config: ModelConfig, attn_implementation: str = "sdpa"):
+    """The transformers config of the model's decoder ('qwen2' or 'llama')."""
+    make = qwen2_config if config.text_model == "qwen2" else llama_config
+    return make(config.text, attn_implementation)
+
+
+DECODERS = {"qwen2": Qwen2ForCausalLM, "llama": LlamaForCausalLM}
 
 
 @dataclass
@@ -57,10 +80,10 @@ class OneVisionOutput:
 
 
 class OneVisionModel(nn.Module):
-    """A LLaVA-OneVision model with random weights.
+    """A LLaVA-family model with random weights (LLaVA-OneVision by default).
 
     Args:
-        config: model shape and placeholder ids.
+        config: parts, shapes and placeholder ids.
         attn_implementation: 'sdpa' (default), 'eager', or 'flash_attention_2' (needs the
             flash-attn package and CUDA); applied to the tower and the decoder.
     """
@@ -71,11 +94,17 @@ class OneVisionModel(nn.Module):
             raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}")
         self.config = config
         width = config.text.hidden_size
-        self.vision_tower = VisionTower(config.vision, config.vision_feature_layer, attn_implementation)
-        self.projector = Projector(config.vision.hidden_size, width, config.projector_act)
+        self.vision_tower = VisionTower(
+            config.vision,
+            config.vision_feature_layer,
+            attn_implementation,
+            kind=config.vision_tower,
+            drop_class_token=config.vision_feature_select_strategy == "default",
+        )
+        self.projector = Projector(self.vision_tower.out_width, width, config.projector_act, projector_depth(config.projector_type))
         # As transformers initialises it: N(0, 1/D), the scale of a token embedding.
-        self.image_newline = nn.Parameter(torch.randn(width) / math.sqrt(width))
-        self.language_model = Qwen2ForCausalLM(qwen2_config(config.text, attn_implementation))
+        self.image_newline = nn.Parameter(torch.randn(width) / math.sqrt(width)) if config.use_image_newline else None
+        self.language_model = DECODERS[config.text_model](decoder_config(config, attn_implementation))
         self.tile_chunk: int | None = None
         """Default most tiles per vision-tower pass (see `encode_visual`); None = all at once."""
 
@@ -88,6 +117,11 @@ class OneVisionModel(nn.Module):
             return cls(config, attn_implementation=attn_implementation)
         with torch.device(device):
             return cls(config, attn_implementation=attn_implementation)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (the projector's, which every family has)."""
+        return self.projector.linear_1.weight.device
 
     # ------------------------------------------------------------------ visual path
 
@@ -106,7 +140,7 @@ class OneVisionModel(nn.Module):
             multi-image) in order, then video items in order; [0, D] when there are none.
         """
         width = self.config.text.hidden_size
-        ref = self.image_newline
+        ref = self.projector.linear_1.weight
         if visual is None or not visual.plans:
             empty = ref.new_zeros(0, width)
             return empty, empty
@@ -135,7 +169,10 @@ class OneVisionModel(nn.Module):
         """
         # Counts are known from the plans: fail before running the tower.
         check_placeholders(input_ids, self.config.image_token_id, visual.image_tokens if visual else 0, "image")
-        check_placeholders(input_ids, self.config.video_token_id, visual.video_tokens if visual else 0, "video")
+        if self.config.video_token_id is None and visual is not None and visual.video_tokens:
+            raise ValueError(f"the batch has {visual.video_tokens} video tokens but this model takes no video (video_token_id None)")
+        if self.config.video_token_id is not None:
+            check_placeholders(input_ids, self.config.video_token_id, visual.video_tokens if visual else 0, "video")
         embeds = self.language_model.get_input_embeddings()(input_ids)
         image_features, video_features = self.encode_visual(visual)
         return splice_features(
@@ -206,7 +243,7 @@ class OneVisionModel(nn.Module):
         return OneVisionOutput(logits=logits, loss=loss, past_key_values=out.cache)
 
     def _decode(self, input_ids, visual, attention_mask, position_ids, past_key_values, use_cache, inputs_embeds, decoder_kwargs):
-        """Qwen2Model output (last_hidden_state, cache) for ids + visual or ready embeddings."""
+        """Decoder output (last_hidden_state, cache) for ids + visual or ready embeddings."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:

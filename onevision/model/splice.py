@@ -33,7 +33,7 @@ def splice_features(
     input_ids: torch.Tensor,
     image_token_id: int,
     image_features: torch.Tensor | None,
-    video_token_id: int,
+    video_token_id: int | None,
     video_features: torch.Tensor | None,
 ) -> torch.Tensor:
     """Text embeddings with visual features written over the placeholder positions.
@@ -43,7 +43,7 @@ def splice_features(
         input_ids: [B, T] token ids with placeholders.
         image_token_id: placeholder id of image tokens.
         image_features: [Ni, D] image tokens in placeholder order, or None for none.
-        video_token_id: placeholder id of video tokens.
+        video_token_id: placeholder id of video tokens; None for a model without video (then no video features).
         video_features: [Nv, D] video tokens in placeholder order, or None for none.
 
     Returns:
@@ -57,6 +57,10 @@ def splice_features(
         (video_token_id, video_features, "video"),
     ):
         num = 0 if features is None else features.shape[0]
+        if token_id is None:
+            if num:
+                raise ValueError(f"{num} {what} features given but the model has no {what} placeholder id")
+            continue
         mask = check_placeholders(input_ids, token_id, num, what)
         if num:
             features = features.to(device=inputs_embeds.device, dtype=inputs_embeds.dtype)

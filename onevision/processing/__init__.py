@@ -23,7 +23,7 @@ from onevision.processing.image import (
     preprocess_image,
     square_tile,
 )
-from onevision.processing.normalize import SIGLIP, ImageNormalization, normalize_tiles
+from onevision.processing.normalize import CLIP, SIGLIP, TOWER_NORMALIZATION, ImageNormalization, normalize_tiles
 from onevision.processing.video import preprocess_video, video_tiles
 
 
@@ -40,7 +40,9 @@ def preprocess_item(
 
 
 __all__ = [
+    "CLIP",
     "SIGLIP",
+    "TOWER_NORMALIZATION",
     "ImageNormalization",
     "anyres_tiles",
     "image_tiles",

@@ -8,7 +8,9 @@ Two layouts (arXiv 2408.03326, Sec. 3; docs/architecture.md, "Visual token budge
   crops row-major. Output [1 + rows * cols, 3, S, S].
 - one image of a multi-image sample (`BaseImagePlan`): padded to a square with the mean
   colour, resized to S x S (`plan.fill == 'pad'`), or resized straight to S x S ('stretch',
-  LLaVA-NeXT's `process_images` for image_aspect_ratio 'square'). Output [1, 3, S, S].
+  LLaVA-NeXT's `process_images` for image_aspect_ratio 'square'), or its shortest side resized
+  to S (the other to int(S * long / short)) and centre-cropped ('crop': LLaVA v1 and transformers'
+  CLIPImageProcessor / LlavaImageProcessor without do_pad). Output [1, 3, S, S].
 
 The pixels are those of transformers' `LlavaOnevisionImageProcessorPil` (resize sizes and
 rounding, PIL filter on uint8, padding value, crop order, normalisation), bit for bit; the
@@ -64,6 +66,8 @@ def image_tiles(
     if isinstance(plan, BaseImagePlan):
         if plan.fill == "stretch":
             return np.ascontiguousarray(_resized(image, image_size, image_size, normalization.pil_filter).transpose(2, 0, 1))[None]
+        if plan.fill == "crop":
+            return crop_tile(image, image_size, normalization.pil_filter)[None]
         return square_tile(image, image_size, normalization.background, normalization.pil_filter)[None]
     raise TypeError(f"an image needs an AnyResPlan or BaseImagePlan, got {type(plan).__name__}")
 
@@ -102,6 +106,21 @@ def square_tile(
         canvas.paste(image, ((longest - width) // 2, (longest - height) // 2))
         image = canvas
     return np.ascontiguousarray(_resized(image, image_size, image_size, resample).transpose(2, 0, 1))
+
+
+def crop_tile(image: Image.Image, image_size: int, resample: Image.Resampling) -> np.ndarray:
+    """Shortest side resized to S, the other to int(S * long / short), then the centre S x S: uint8 [3, S, S].
+
+    transformers' `get_resize_output_image_size(default_to_square=False)` and `center_crop`
+    (top = (h - S) // 2, left = (w - S) // 2), as CLIPImageProcessor applies them.
+    """
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    other = int(image_size * long / short)
+    new_width, new_height = (image_size, other) if width <= height else (other, image_size)
+    resized = _resized(image, new_width, new_height, resample)
+    top, left = (new_height - image_size) // 2, (new_width - image_size) // 2
+    return np.ascontiguousarray(resized[top : top + image_size, left : left + image_size].transpose(2, 0, 1))
 
 
 def patch_output_size(original: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:

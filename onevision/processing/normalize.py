@@ -20,6 +20,8 @@ from PIL import Image
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # transformers stores the filter as PIL's integer code in preprocessor_config.json.
 _RESAMPLE_NAMES = {int(member): member.name.lower() for member in Image.Resampling}
@@ -90,6 +92,10 @@ class ImageNormalization:
 
 SIGLIP = ImageNormalization()
 """SigLIP's normalisation (mean 0.5, std 0.5, bicubic), what the released checkpoints use."""
+CLIP = ImageNormalization(mean=CLIP_MEAN, std=CLIP_STD)
+"""OpenAI CLIP's normalisation (bicubic), what LLaVA v1 / 1.5 use; pad colour int(mean * 255) = (122, 116, 104)."""
+TOWER_NORMALIZATION = {"siglip": SIGLIP, "clip": CLIP}
+"""The normalisation of each vision tower family (`ModelConfig.vision_tower`), for models built without a folder."""
 
 
 def _three(value, name: str) -> tuple[float, float, float]:

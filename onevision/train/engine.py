@@ -302,7 +302,7 @@ class DeepSpeedEngine:
         self.runtime = runtime
         self.config = deepspeed_config(config_path, zero_stage, grad_accum, runtime.world_size, optim.max_grad_norm, bf16)
         self.zero_stage = int(self.config["zero_optimization"]["stage"])
-        if self.zero_stage == 3:
+        if self.zero_stage == 3 and module.model.image_newline is not None:
             # image_newline is read in OneVisionModel's methods, not in a child module's forward;
             # tell ZeRO-3 to gather it with the LossModule's forward.
             deepspeed.zero.register_external_parameter(module, module.model.image_newline)
