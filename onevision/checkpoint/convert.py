@@ -4,8 +4,13 @@ Formats, told apart by config.json's `model_type` (and `architectures` for 'llav
 - 'hf': transformers' `llava_onevision` (see `onevision.checkpoint.hf`);
 - 'llava-next': the original LLaVA-NeXT `llava_qwen`, which the released lmms-lab configs write as
   model_type 'llava' with architectures ['LlavaQwenForCausalLM'] (see `onevision.checkpoint.llava_next`);
-- components: a Qwen2 LLM folder plus a SigLIP folder (`onevision.checkpoint.components`),
-  given as two folders since neither alone is a model.
+- 'llava-hf': transformers' `llava` (LlavaForConditionalGeneration; LLaVA-1.5 as llava-hf ships it;
+  see `onevision.checkpoint.llava_hf`);
+- 'llava-original': the original LLaVA `llava_llama` (LLaVA v1 / 1.5; model_type 'llava_llama', or
+  'llava' with architectures ['LlavaLlamaForCausalLM']), its CLIP tower in a folder of its own
+  (see `onevision.checkpoint.llava_original`);
+- components: an LLM folder (Qwen2 or Llama) plus a vision folder (SigLIP or CLIP)
+  (`onevision.checkpoint.components`), given as two folders since neither alone is a model.
 
 `convert` streams: it reads headers, checks every key and shape against the model the config
 describes (built on the meta device, so nothing is allocated), then writes one shard at a time.
@@ -21,10 +26,11 @@ from onevision.checkpoint.components import LLM_MODEL_TYPES, VISION_MODEL_TYPES,
 from onevision.checkpoint.files import Checkpoint, CheckpointError, check_keys, empty_model, materialize, model_keys, read_json
 from onevision.checkpoint.hf import CONFIG_FILE, HF_MODEL_TYPE, read_hf, write_hf
 from onevision.checkpoint.llava_hf import LLAVA_HF_MODEL_TYPE, is_llava_hf_config, read_llava_hf, write_llava_hf
+from onevision.checkpoint.llava_original import ORIGINAL_MODEL_TYPE, is_original_config, read_original, write_original
 from onevision.checkpoint.llava_next import LLAVA_NEXT_MODEL_TYPE, is_llava_next_config, read_llava_next, write_llava_next
 from onevision.model.config import ModelConfig
 
-FORMATS = ("hf", "llava-next", "llava-hf")
+FORMATS = ("hf", "llava-next", "llava-hf", "llava-original")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -52,6 +58,8 @@ def detect_format(folder: str | Path) -> str:
         return "llava-next"
     if is_llava_hf_config(data):
         return "llava-hf"
+    if is_original_config(data):
+        return "llava-original"
     if model_type in LLM_MODEL_TYPES + VISION_MODEL_TYPES:
         raise CheckpointError(
             f"{folder} holds a single component (model_type {model_type!r}); build a model from an LLM and a "
@@ -60,7 +68,8 @@ def detect_format(folder: str | Path) -> str:
     raise CheckpointError(
         f"{path}: model_type {model_type!r} is not a known checkpoint format; looked for "
         f"{HF_MODEL_TYPE!r} (transformers) or {LLAVA_NEXT_MODEL_TYPE!r} (original LLaVA-NeXT; the released "
-        "lmms-lab configs say 'llava' with architectures ['LlavaQwenForCausalLM'])"
+        f"lmms-lab configs say 'llava' with architectures ['LlavaQwenForCausalLM']), {LLAVA_HF_MODEL_TYPE!r} "
+        f"(transformers LlavaForConditionalGeneration) or {ORIGINAL_MODEL_TYPE!r} (original LLaVA)"
     )
 
 
@@ -75,6 +84,8 @@ def read_checkpoint(folder: str | Path, *, vision_dir: str | Path | None = None)
         return read_hf(folder)
     if found == "llava-hf":
         return read_llava_hf(folder)
+    if found == "llava-original":
+        return read_original(folder, vision_dir)
     return read_llava_next(folder, vision_dir)
 
 
@@ -122,6 +133,8 @@ def write_checkpoint(
     """
     if to == "hf":
         return write_hf(checkpoint, folder, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer, progress=progress, strict=strict)
+    if to == "llava-original":
+        return write_original(checkpoint, folder, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer, progress=progress)
     if to == "llava-hf":
         return write_llava_hf(checkpoint, folder, dtype=dtype, max_shard_size=max_shard_size, tokenizer=tokenizer, progress=progress)
     if to == "llava-next":
