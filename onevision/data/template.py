@@ -2,14 +2,29 @@
 
 Two templates:
 
-* ``chatml`` (stages 1.5 and 2): Qwen2 ChatML as rendered by the tokenizer's own chat template
-  (`onevision.tokenizer.CHATML_TEMPLATE`: a default system turn "You are a helpful assistant."
-  when the conversation has none). The conversation is rendered once per prefix, so each turn's
-  text is what the template itself produces, and tokenised turn by turn (every turn starts with
-  the special ``<|im_start|>``, so the pieces tokenise exactly as the whole does). Labels follow
-  the template's ``{% generation %}`` block: the assistant's content and its ``<|im_end|>`` are
-  supervised; ``<|im_start|>assistant\\n``, the "\\n" after ``<|im_end|>`` and everything in system
-  and user turns are -100 (the official code un-masks role tokens everywhere; see design.md).
+* ``chatml`` (stages 1.5 and 2): the tokenizer's chat template, as inference renders it for the
+  same checkpoint (`onevision.infer.prompt`; `onevision.train.model_init.load_tokenizer` sets
+  the template a start folder's inference uses: the folder's own, or Qwen2 ChatML for an
+  original LLaVA-NeXT start, which renders LLaVA-NeXT's ``qwen_1_5`` conversation). Our
+  `onevision.tokenizer.CHATML_TEMPLATE` adds a default system turn "You are a helpful
+  assistant." when the conversation has none. A template that renders string content gets each
+  turn's text; one that does not (the released llava-hf OneVision template renders only typed
+  parts) gets `typed_parts`, exactly as inference feeds it.
+
+  Train as the model is asked: every assistant turn is written as the template's generation
+  prompt (what inference appends to the question), then the reply, then what the template
+  closes a reply with. So the ids of a sample up to its first reply are the inference prompt's
+  ids for its first question. For ChatML the generation prompt and the template's own assistant
+  header are the same text; the released llava-hf template writes ``<|im_start|>assistant \n``
+  inside a conversation but prompts with ``<|im_start|>assistant\n``: training follows the
+  prompt (LLaVA-NeXT trained these models on ``qwen_1_5``, which writes the latter too).
+  Labels: the reply and the control token that closes it (``<|im_end|>``) are supervised; the
+  generation prompt, the "\n" after ``<|im_end|>`` and everything in system and user turns are
+  -100 (the official code un-masks role tokens everywhere; see design.md). The spans come from
+  the rendered text: each message is rendered prefix by prefix and the reply's place found by
+  rendering a stand-in reply, so no ``{% generation %}`` block is needed. Each message's piece
+  is tokenised on its own (every turn starts with a control token, so the pieces tokenise
+  exactly as the whole does).
 * ``plain`` (stage 1, LLaVA's alignment format): the sample's visual tokens, then the caption
   (the first assistant reply) and eos; caption and eos supervised.
 
@@ -42,8 +57,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from transformers.utils.chat_template_utils import render_jinja_template
-
 from onevision.data.control_text import ControlTextError, ControlTokens
 from onevision.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, image_token_id, video_token_id
 
@@ -52,6 +65,10 @@ TEMPLATES = ("chatml", "plain")
 IMAGE_POSITIONS = ("as_written", "first", "random")
 ROLE_NAMES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _PLACEHOLDER_RE = re.compile(re.escape(IMAGE_TOKEN) + "|" + re.escape(VIDEO_TOKEN))
+# A placeholder with the "\n" that follows it in the LLaVA convention: one typed part.
+_PART_RE = re.compile("(" + re.escape(IMAGE_TOKEN) + "|" + re.escape(VIDEO_TOKEN) + ")\n?")
+# A conversation rendered once to check a template's structure when an encoder is built.
+_PROBE = [("user", "probe question"), ("assistant", "probe reply"), ("user", "probe again"), ("assistant", "")]
 
 
 @dataclass(frozen=True)
@@ -59,7 +76,7 @@ class TemplateConfig:
     """How conversations become tokens; the `template:` block of data configs."""
 
     template: str = "chatml"
-    """'chatml' (Qwen2 chat, assistant replies supervised) or 'plain' (stage-1 captions)."""
+    """'chatml' (the tokenizer's chat template, assistant replies supervised) or 'plain' (stage-1 captions)."""
     max_length: int = 32768
     """Most tokens in one sample, visual tokens included."""
     image_position: str = "as_written"
@@ -156,13 +173,49 @@ def place_media(text: str, position: str, rng: random.Random | None = None) -> s
     return f"{media}\n{rest}" if rest else media
 
 
+def typed_parts(text: str) -> list[dict]:
+    """A turn's text as transformers' typed content parts, placeholders (and their "\\n") as media parts.
+
+    "<image>\\n<image>\\nCompare." -> [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare."}]
+    """
+    parts: list[dict] = []
+    for k, piece in enumerate(_PART_RE.split(text)):
+        if k % 2:
+            parts.append({"type": "video" if piece == VIDEO_TOKEN else "image"})
+        elif piece:
+            parts.append({"type": "text", "text": piece})
+    return parts
+
+
+def renders_strings(tokenizer: Any, chat_template: str) -> bool:
+    """Whether `chat_template` prints a message whose content is a plain string.
+
+    The released llava-hf OneVision template selects typed parts only, so string content
+    renders nothing; a template that fails on strings counts as typed-parts only too.
+    """
+    probe = "onevision-probe-7f3a"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": probe}], chat_template=chat_template, tokenize=False, add_generation_prompt=True
+        )
+    except Exception:  # jinja raises its own error types on templates that index into content parts
+        return False
+    return probe in text
+
+
 class ChatEncoder:
     """Encodes conversations with a tokenizer's chat template and a sample's visual plan.
 
     Args:
-        tokenizer: a tokenizer from `onevision.tokenizer` (ChatML template with a generation
-            block; ``<image>`` and ``<video>`` single special tokens).
+        tokenizer: a `transformers` tokenizer with ``<image>`` and ``<video>`` as single special
+            tokens and, for 'chatml', the chat template to render with (`onevision.tokenizer`'s,
+            or the one `onevision.train.model_init.load_tokenizer` set for a start folder).
         config: template choice, max length, placeholder position, system prompt.
+
+    Raises:
+        ValueError: no eos token; for 'chatml', no chat template or one training cannot split
+            (it must render conversations prefix by prefix, write a reply verbatim and close it
+            with a control token).
     """
 
     def __init__(self, tokenizer: Any, config: TemplateConfig | None = None) -> None:
@@ -173,8 +226,15 @@ class ChatEncoder:
         self.controls = ControlTokens(tokenizer)
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos token; the plain template ends captions with it")
-        if self.config.template == "chatml" and not tokenizer.chat_template:
-            raise ValueError("the tokenizer has no chat template; build it with onevision.tokenizer")
+        self.typed = False
+        if self.config.template == "chatml":
+            if not tokenizer.chat_template:
+                raise ValueError("the tokenizer has no chat template; build it with onevision.tokenizer")
+            self.typed = not renders_strings(tokenizer, tokenizer.chat_template)
+            try:
+                self._render([{"role": normalize_role(role), "content": text} for role, text in _PROBE], "")
+            except SkipSample as error:
+                raise ValueError(f"the tokenizer's chat template cannot be trained with: {error}") from None
 
     def encode(
         self,
@@ -204,7 +264,7 @@ class ChatEncoder:
         try:
             escape = self.controls.escape_for(m["content"] for m in messages)
             escaped = [{**m, "content": escape(m["content"], keep_placeholders=m["role"] != "assistant")} for m in messages]
-            pieces, spans = self._render(escaped)
+            pieces, spans = self._render(escaped, where)
             encoded = self.controls.tokenize(pieces, escape)
         except ControlTextError as error:
             raise SkipSample(f"{where}{error}") from None
@@ -253,22 +313,63 @@ class ChatEncoder:
                 f"{item_kinds.count('video')} videos (order {item_kinds})"
             )
 
-    def _render(self, messages: list[dict]) -> tuple[list[str], list[list[tuple[int, int]]]]:
-        """Each message's text as the chat template renders it, and its supervised character spans."""
-        prefixes, generation = render_jinja_template(
-            conversations=[messages[: k + 1] for k in range(len(messages))],
-            chat_template=self.tokenizer.chat_template,
-            return_assistant_tokens_mask=True,
-        )
+    def _render(self, messages: list[dict], where: str) -> tuple[list[str], list[list[tuple[int, int]]]]:
+        """Each message's training text and its supervised character spans (see the module docstring).
+
+        A system or user message's piece is what the template adds for it. An assistant
+        message's piece is the generation prompt, the reply, and what the template writes after
+        the reply (found by rendering a stand-in reply); the reply and the control token that
+        closes it are supervised.
+
+        Raises:
+            SkipSample: the conversation opens with a reply, or the template renders it in a
+                way that cannot be split into turns (the message says which).
+        """
+        if messages[0]["role"] == "assistant":
+            raise SkipSample(f"{where}the conversation opens with an assistant reply; nothing asks for it")
+        used = set(self.controls.template_chars).union(*map(set, (m["content"] for m in messages)))
+        stand_in = next((chr(c) for c in range(0xF8FF, 0xDFFF, -1) if chr(c) not in used), None)
+        if stand_in is None:
+            raise SkipSample(f"{where}the text uses every private-use character; the reply cannot be located")
+        conversation = [{"role": m["role"], "content": self._content(m)} for m in messages]
+        replies = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
+        apply = self.tokenizer.apply_chat_template
+        rendered = apply([conversation[: k + 1] for k in range(len(messages))], tokenize=False)
+        prompts = apply([conversation[:k] for k in replies], tokenize=False, add_generation_prompt=True) if replies else []
+        stand_ins = [conversation[:k] + [{"role": "assistant", "content": self._content({"role": "assistant", "content": stand_in})}] for k in replies]
+        probes = apply(stand_ins, tokenize=False) if replies else []
         pieces, spans, done = [], [], ""
-        for rendered in prefixes:
-            if not rendered.startswith(done):
-                raise ValueError("the chat template does not render conversations prefix by prefix; turns cannot be split")
-            pieces.append(rendered[len(done):])
-            start, end = len(done), len(rendered)
-            spans.append([(max(a, start) - start, min(b, end) - start) for a, b in generation[-1] if a < end and b > start])
-            done = rendered
+        for k, text in enumerate(rendered):
+            if not text.startswith(done):
+                raise SkipSample(f"{where}the chat template does not render the conversation prefix by prefix (at turn {k}); turns cannot be split")
+            if messages[k]["role"] != "assistant":
+                pieces.append(text[len(done):])
+                spans.append([])
+                done = text
+                continue
+            prompt, probe = prompts[replies.index(k)], probes[replies.index(k)]
+            if not (prompt.startswith(done) and probe.startswith(done)):
+                raise SkipSample(f"{where}the chat template's generation prompt before turn {k} does not extend the turns before it")
+            header, found, tail = probe[len(done):].partition(stand_in)
+            reply = messages[k]["content"]
+            if not found or text[len(done):] != header + reply + tail:
+                raise SkipSample(f"{where}the chat template does not write assistant turn {k}'s text as it is; its reply cannot be located")
+            closing = self.controls.pattern.match(tail)
+            if closing is None or closing.group(0) not in self.controls.ids or closing.group(0) in (IMAGE_TOKEN, VIDEO_TOKEN):
+                raise SkipSample(f"{where}the chat template does not close assistant turn {k} with a control token (it writes {tail[:20]!r})")
+            opening = prompt[len(done):]
+            pieces.append(opening + reply + tail)
+            spans.append([(len(opening), len(opening) + len(reply) + closing.end())])
+            done = text
         return pieces, spans
+
+    def _content(self, message: dict) -> str | list[dict]:
+        """A message's content as the template takes it: the text, or typed parts (a reply: one text part, even empty)."""
+        if not self.typed:
+            return message["content"]
+        if message["role"] == "assistant":
+            return [{"type": "text", "text": message["content"]}]
+        return typed_parts(message["content"])
 
     def _fit(self, messages: list[dict], turn_ids: list[list[int]], turn_labels: list[list[int]], where: str) -> Encoded:
         """Keep the longest prefix of whole exchanges that fits max_length and holds every placeholder."""

@@ -1,8 +1,9 @@
 """Where a stage's weights and tokenizer come from.
 
 Three starts, in this order of precedence (`ModelSection`):
-1. ``init_from``: a transformers llava_onevision folder: the previous stage's export
-   (``${prev_stage_output}``) or a released checkpoint (`onevision.checkpoint.load_hf`);
+1. ``init_from``: a checkpoint folder, format detected (`onevision.checkpoint.load_checkpoint`):
+   the previous stage's export (``${prev_stage_output}``), a released transformers
+   llava_onevision folder (llava-hf) or an original LLaVA-NeXT one (lmms-lab), as published;
 2. ``llm_dir`` + ``vision_dir``: separate Qwen2 and SigLIP checkpoints, projector and newline
    fresh (`onevision.checkpoint.from_components`, features from SigLIP's second-to-last layer
    as LLaVA-OneVision);
@@ -10,6 +11,11 @@ Three starts, in this order of precedence (`ModelSection`):
 
 Training keeps fp32 master weights; the stage's visual settings replace the model's defaults
 (and so travel with the export into the next stage and into inference).
+
+The chat template follows the start, as `onevision.infer.pipeline.OneVision.from_pretrained`
+picks it for the same folder, so a sample is rendered as inference will ask (`start_chat_template`).
+It is set on the tokenizer, so the export carries it and inference on the export renders the
+same prompt again.
 """
 
 from __future__ import annotations
@@ -25,23 +31,60 @@ from onevision.train.config import ModelSection, StageConfig
 def load_tokenizer(section: ModelSection):
     """The stage's tokenizer: 'qwen2' (built locally), 'auto' (init_from's files) or a folder.
 
+    With ``init_from`` set, its chat template becomes `start_chat_template`'s, and an original
+    LLaVA-NeXT start's tokenizer (which has no ``<image>`` / ``<video>``: LLaVA-NeXT splices at
+    id -200) gains them as special tokens, as transformers' llava_onevision conversion adds them
+    (151646 / 151647 for Qwen2's; `build_model` checks they are the model's placeholder ids).
+
     Raises:
         FileNotFoundError: 'auto' without an init_from folder holding tokenizer files, or a
             folder without them.
+        CheckpointError: init_from is not a checkpoint folder, or its chat template file is broken.
     """
     from transformers import PreTrainedTokenizerFast
 
+    from onevision.checkpoint import add_media_tokens, detect_format
     from onevision.tokenizer import build_qwen2_tokenizer
 
     choice = section.tokenizer
     if choice == "qwen2":
-        return build_qwen2_tokenizer()
-    folder = section.init_from if choice == "auto" else choice
-    if folder is None:
-        raise FileNotFoundError("model.tokenizer is 'auto' but model.init_from is not set; give model.tokenizer=qwen2 or a folder")
-    if not (Path(folder) / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{folder} has no tokenizer.json; set model.tokenizer to 'qwen2' or a tokenizer folder")
-    return PreTrainedTokenizerFast.from_pretrained(folder)
+        tokenizer = build_qwen2_tokenizer()
+    else:
+        folder = section.init_from if choice == "auto" else choice
+        if folder is None:
+            raise FileNotFoundError("model.tokenizer is 'auto' but model.init_from is not set; give model.tokenizer=qwen2 or a folder")
+        if not (Path(folder) / "tokenizer.json").is_file():
+            raise FileNotFoundError(f"{folder} has no tokenizer.json; set model.tokenizer to 'qwen2' or a tokenizer folder")
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+    if section.init_from:
+        tokenizer.chat_template = start_chat_template(section, tokenizer)
+        if detect_format(section.init_from) == "llava-next":
+            add_media_tokens(tokenizer)
+    return tokenizer
+
+
+def start_chat_template(section: ModelSection, tokenizer) -> str:
+    """The chat template inference renders ``init_from``'s prompts with, so training renders the same.
+
+    As `OneVision.from_pretrained` (``prompt_format='auto'``) and `onevision.infer.prompt` decide:
+    an original LLaVA-NeXT folder is asked in LLaVA-NeXT's ``qwen_1_5`` conversation, which
+    `onevision.tokenizer.CHATML_TEMPLATE` renders exactly (default system turn, then
+    ``<|im_start|>role\\n...<|im_end|>\\n`` per turn), whatever template its tokenizer carries;
+    a transformers folder by its own processor template (`chat_template.json`, else
+    `chat_template.jinja`; the released llava-hf 0.5b keeps Qwen2-Instruct's string template in
+    its tokenizer config, which inference does not use), else the tokenizer folder's processor
+    template, else the tokenizer's own, else `CHATML_TEMPLATE`.
+    """
+    from onevision.checkpoint import detect_format
+    from onevision.checkpoint.files import read_chat_template
+    from onevision.tokenizer import CHATML_TEMPLATE
+
+    if detect_format(section.init_from) == "llava-next":
+        return CHATML_TEMPLATE
+    template = read_chat_template(section.init_from)
+    if template is None and section.tokenizer not in ("qwen2", "auto"):
+        template = read_chat_template(section.tokenizer)
+    return template or tokenizer.chat_template or CHATML_TEMPLATE
 
 
 def build_model(stage: StageConfig, tokenizer):
@@ -50,13 +93,13 @@ def build_model(stage: StageConfig, tokenizer):
     Raises:
         ValueError: the tokenizer's `<image>` / `<video>` ids or vocabulary do not fit the model.
     """
-    from onevision.checkpoint import from_components, load_hf
+    from onevision.checkpoint import from_components, load_checkpoint
     from onevision.model import OneVisionModel
     from onevision.tokenizer import image_token_id, video_token_id
 
     section = stage.model
     if section.init_from:
-        model = load_hf(section.init_from, dtype=torch.float32, progress=False)
+        model = load_checkpoint(section.init_from, dtype=torch.float32, progress=False)
     elif section.llm_dir or section.vision_dir:
         if not (section.llm_dir and section.vision_dir):
             raise ValueError("model.llm_dir and model.vision_dir go together (stage 1 from separate checkpoints)")
