@@ -25,6 +25,7 @@ from onevision.train import load_stage, run_stage
 from onevision.train.model_init import load_tokenizer
 from onevision.world import build_world, write_world_recipes
 
+
 class Item(NamedTuple):
     """A visual item's plan as the encoders read it."""
 

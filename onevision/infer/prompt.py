@@ -47,11 +47,10 @@ from typing import Sequence
 import torch
 
 from onevision.data.control_text import ControlTokens, Escape
+from onevision.data.template import renders_strings, typed_parts  # shared with training, so both render alike
 from onevision.tokenizer import CHATML_TEMPLATE, DEFAULT_SYSTEM_PROMPT, IM_END, IM_START, IMAGE_TOKEN, VIDEO_TOKEN
 
 PLACEHOLDER = re.compile(re.escape(IMAGE_TOKEN) + "|" + re.escape(VIDEO_TOKEN))
-# A placeholder with the "\n" that follows it in the LLaVA convention: one typed part.
-PART = re.compile("(" + re.escape(IMAGE_TOKEN) + "|" + re.escape(VIDEO_TOKEN) + ")\n?")
 PROMPT_FORMATS = ("auto", "chat_template", "qwen_1_5")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -96,37 +95,6 @@ def with_placeholders(turns: Sequence[tuple[str, str]], num_images: int, has_vid
             raise ValueError(f"a request with images and a video must mark the video with {VIDEO_TOKEN}")
         turns = [(role, text.replace(IMAGE_TOKEN, VIDEO_TOKEN)) for role, text in turns]
     return turns
-
-
-def typed_parts(text: str) -> list[dict]:
-    """A turn's text as transformers' typed content parts, placeholders (and their "\\n") as media parts.
-
-    "<image>\\n<image>\\nCompare." -> [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Compare."}]
-    """
-    parts: list[dict] = []
-    pieces = PART.split(text)
-    for k, piece in enumerate(pieces):
-        if k % 2:
-            parts.append({"type": "video" if piece == VIDEO_TOKEN else "image"})
-        elif piece:
-            parts.append({"type": "text", "text": piece})
-    return parts
-
-
-def renders_strings(tokenizer, chat_template: str) -> bool:
-    """Whether `chat_template` prints a message whose content is a plain string.
-
-    The released llava-hf OneVision template selects typed parts only, so string content
-    renders nothing; a template that fails on strings counts as typed-parts only too.
-    """
-    probe = "onevision-probe-7f3a"
-    try:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": probe}], chat_template=chat_template, tokenize=False, add_generation_prompt=True
-        )
-    except Exception:  # jinja raises its own error types on templates that index into content parts
-        return False
-    return probe in text
 
 
 def qwen_1_5_prompt(messages: Sequence[dict]) -> str:
