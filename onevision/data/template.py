@@ -15,11 +15,11 @@ Two templates:
   prompt (what inference appends to the question), then the reply, then what the template
   closes a reply with. So the ids of a sample up to its first reply are the inference prompt's
   ids for its first question. For ChatML the generation prompt and the template's own assistant
-  header are the same text; the released llava-hf template writes ``<|im_start|>assistant \n``
-  inside a conversation but prompts with ``<|im_start|>assistant\n``: training follows the
+  header are the same text; the released llava-hf template writes ``<|im_start|>assistant \\n``
+  inside a conversation but prompts with ``<|im_start|>assistant\\n``: training follows the
   prompt (LLaVA-NeXT trained these models on ``qwen_1_5``, which writes the latter too).
   Labels: the reply and the control token that closes it (``<|im_end|>``) are supervised; the
-  generation prompt, the "\n" after ``<|im_end|>`` and everything in system and user turns are
+  generation prompt, the "\\n" after ``<|im_end|>`` and everything in system and user turns are
   -100 (the official code un-masks role tokens everywhere; see design.md). The spans come from
   the rendered text: each message is rendered prefix by prefix and the reply's place found by
   rendering a stand-in reply, so no ``{% generation %}`` block is needed. Each message's piece
@@ -334,10 +334,11 @@ class ChatEncoder:
         conversation = [{"role": m["role"], "content": self._content(m)} for m in messages]
         replies = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
         apply = self.tokenizer.apply_chat_template
-        rendered = apply([conversation[: k + 1] for k in range(len(messages))], tokenize=False)
+        stand_in_reply = {"role": "assistant", "content": self._content({"role": "assistant", "content": stand_in})}
+        prefixes = [conversation[: k + 1] for k in range(len(messages))] + [conversation[:k] + [stand_in_reply] for k in replies]
+        rendered = apply(prefixes, tokenize=False)
+        rendered, probes = rendered[: len(messages)], rendered[len(messages):]
         prompts = apply([conversation[:k] for k in replies], tokenize=False, add_generation_prompt=True) if replies else []
-        stand_ins = [conversation[:k] + [{"role": "assistant", "content": self._content({"role": "assistant", "content": stand_in})}] for k in replies]
-        probes = apply(stand_ins, tokenize=False) if replies else []
         pieces, spans, done = [], [], ""
         for k, text in enumerate(rendered):
             if not text.startswith(done):
