@@ -76,7 +76,7 @@ def test_tokenizer_media_tokens_are_added_and_embeddings_grow(tmp_path):
 
 def test_wrong_folders_are_named(tmp_path):
     llm_dir, vision_dir, _, _ = _save_components(tmp_path, full_siglip=False)
-    with pytest.raises(CheckpointError, match=r"siglip.*config.json.*is not a Qwen2 LLM"):
+    with pytest.raises(CheckpointError, match=r"siglip.*config.json.*is not a Qwen2 or Llama LLM"):
         from_components(vision_dir, vision_dir, progress=False)
     with pytest.raises(CheckpointError, match="vision_feature_layer -4 leaves 0 of the tower's 3 layers"):
         from_components(llm_dir, vision_dir, vision_feature_layer=-4, image_token_id=126, video_token_id=127, progress=False)

@@ -102,8 +102,8 @@ def test_unknown_formats_name_the_folder(tmp_path, capsys):
     error = capsys.readouterr().err
     assert str(tmp_path / "empty") in error and "config.json" in error and "llava_onevision" in error
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(CheckpointError, match=r"model_type 'llama' is not a known checkpoint format; looked for 'llava_onevision'"):
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"model_type": "mistral"}))
+    with pytest.raises(CheckpointError, match=r"model_type 'mistral' is not a known checkpoint format; looked for 'llava_onevision'"):
         detect_format(tmp_path / "other")
     Qwen2ForCausalLM(qwen2_config(tiny_config().text)).save_pretrained(tmp_path / "llm")
     with pytest.raises(CheckpointError, match="single component"):

@@ -63,7 +63,7 @@ def detect_format(folder: str | Path) -> str:
     if model_type in LLM_MODEL_TYPES + VISION_MODEL_TYPES:
         raise CheckpointError(
             f"{folder} holds a single component (model_type {model_type!r}); build a model from an LLM and a "
-            "SigLIP folder together (from_components, or `onevision convert --llm DIR --vision DIR DST`)"
+            "vision (SigLIP or CLIP) folder together (from_components, or `onevision convert --llm DIR --vision DIR DST`)"
         )
     raise CheckpointError(
         f"{path}: model_type {model_type!r} is not a known checkpoint format; looked for "
@@ -152,23 +152,25 @@ def convert(
     dtype: torch.dtype | None = None,
     llm_dir: str | Path | None = None,
     vision_dir: str | Path | None = None,
-    vision_feature_layer: int = -1,
+    vision_feature_layer: int | list[int] = -1,
     tokenizer=None,
     max_shard_size: int | str = "5GB",
     progress: bool = True,
     strict: bool = True,
+    family: str = "onevision",
 ) -> Checkpoint:
     """Convert a checkpoint folder (or an LLM + SigLIP pair) into `dst` in format `to`.
 
     Args:
-        src: checkpoint folder ('hf' or 'llava-next', detected); None with `llm_dir` and `vision_dir`.
+        src: checkpoint folder (any of `FORMATS`, detected); None with `llm_dir` and `vision_dir`.
         dst: output folder (created); must not be `src`.
-        to: 'hf' or 'llava-next'.
+        to: one of `FORMATS`: 'hf', 'llava-next', 'llava-hf', 'llava-original'.
         dtype: cast floating weights (e.g. torch.bfloat16); None keeps the stored dtypes.
         llm_dir, vision_dir: components to start from (vision_dir alone: a LLaVA-NeXT
-            checkpoint's SigLIP config).
+            checkpoint's SigLIP config, or an original LLaVA checkpoint's CLIP folder).
         vision_feature_layer: for components, the SigLIP layer used as features (see
             `from_components`).
+        family: for components, 'onevision', 'llava15' or 'llava-v1' (see `from_components`).
         tokenizer: saved into `dst`; for components it also sets the placeholder ids.
         strict: refuse settings the target cannot express (each named); False, for 'hf' only,
             writes them for onevision alone (an original-layout checkpoint's truncating unpad,
@@ -185,7 +187,7 @@ def convert(
     if src is None:
         if llm_dir is None or vision_dir is None:
             raise CheckpointError("give a source checkpoint folder, or both an LLM folder and a SigLIP folder")
-        checkpoint = read_components(llm_dir, vision_dir, vision_feature_layer=vision_feature_layer, tokenizer=tokenizer)
+        checkpoint = read_components(llm_dir, vision_dir, vision_feature_layer=vision_feature_layer, tokenizer=tokenizer, family=family)
         sources = [Path(llm_dir), Path(vision_dir)]
     else:
         if llm_dir is not None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from onevision.checkpoint.components import resize_vocab_refs
+from onevision.checkpoint.components import read_clip_folder, resize_vocab_refs
 from onevision.checkpoint.files import (
     Checkpoint,
     CheckpointError,
@@ -37,18 +37,16 @@ from onevision.checkpoint.files import (
 )
 from onevision.checkpoint.hf import CONFIG_FILE, VISUAL_KEY
 from onevision.checkpoint.llava_original_fields import FIELDS, check_refused_fields, model_fields, original_fields, visual_from_original
-from onevision.model.config import ModelConfig, VisionConfig
+from onevision.model.config import ModelConfig
 from onevision.model.hf_fields import LEGACY_KEYS, warn_unknown
-from onevision.model.llava_fields import clip_vision_from_hf, known_fields, llama_text_from_hf
+from onevision.model.llava_fields import known_fields, llama_text_from_hf
 from onevision.utils.dataclass_io import ConfigError, from_dict, to_dict
 
 ORIGINAL_MODEL_TYPE = "llava_llama"
 ORIGINAL_ARCHITECTURE = "LlavaLlamaForCausalLM"
 TOWER_FOLDER = "vision_tower"
-CLIP_MODEL_TYPES = ("clip_vision_model", "clip")
 _TOWER = "model.vision_tower.vision_tower.vision_model."
 _PROJECTOR = re.compile(r"^model\.mm_projector\.(?:(\d+)\.)?(weight|bias)$")
-_CLIP_DROPPED = ("text_model.", "visual_projection.", "text_projection.", "logit_scale")
 
 
 def is_original_config(data: dict) -> bool:
@@ -56,31 +54,6 @@ def is_original_config(data: dict) -> bool:
     if data.get("model_type") == ORIGINAL_MODEL_TYPE:
         return True
     return data.get("model_type") == "llava" and ORIGINAL_ARCHITECTURE in (data.get("architectures") or [])
-
-
-def read_clip_folder(folder: Path) -> tuple[VisionConfig, dict[str, TensorRef], list[str]]:
-    """A `CLIPVisionModel` or `CLIPModel` folder: its tower shape, tower tensors (keys as ours after
-    `vision_tower.vision_model.`) and the names left out (text tower, projections, logit scale)."""
-    from transformers import CLIPVisionConfig
-
-    path = folder / CONFIG_FILE
-    data = read_json(path)
-    if data.get("model_type") not in CLIP_MODEL_TYPES:
-        raise CheckpointError(f"{path}: model_type {data.get('model_type')!r} is not a CLIP ({CLIP_MODEL_TYPES})")
-    vision_data = data.get("vision_config") or {} if data["model_type"] == "clip" else data
-    warn_unknown(vision_data, known_fields("clip"), str(path))
-    try:
-        vision = clip_vision_from_hf(CLIPVisionConfig.from_dict(vision_data), where=f"{path}: ")
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(error if str(error).startswith(str(path)) else f"{path}: {error}") from error
-    files = TensorFolder(folder)
-    tensors, dropped = {}, []
-    for name in files.names():
-        if name.startswith(_CLIP_DROPPED) or name.endswith("position_ids"):
-            dropped.append(name)
-            continue
-        tensors[name.removeprefix("vision_model.")] = files.ref(name)
-    return vision, tensors, dropped
 
 
 def _tower_folder(data: dict, folder: Path, vision_dir: str | Path | None) -> Path:

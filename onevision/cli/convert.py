@@ -4,9 +4,13 @@
     onevision convert out-hf out-next --to llava-next --dtype bf16
     onevision convert --llm Qwen2-0.5B-Instruct --vision siglip-so400m-patch14-384 stage1-init \\
         --to hf --vision-feature-layer -2                                        # stage-1 starting point
+    onevision convert llava-v1.5-7b llava15-hf --to llava-hf --vision clip-vit-large-patch14-336
+    onevision convert --llm vicuna-7b-v1.5 --vision clip-vit-large-patch14-336 llava15-init \\
+        --to llava-original --family llava15                                     # LLaVA-1.5 stage 1
 
-The source format is detected from config.json's model_type: 'llava_onevision' (transformers)
-or 'llava_qwen' (original LLaVA-NeXT). Every key and shape is checked against the model the
+The source format is detected from config.json's model_type: 'llava_onevision' (transformers),
+'llava_qwen' (original LLaVA-NeXT), 'llava' (transformers LlavaForConditionalGeneration) or
+'llava_llama' (original LLaVA v1 / 1.5, whose CLIP tower is a folder of its own). Every key and shape is checked against the model the
 config describes before anything is written; weights are written a shard at a time. A
 tokenizer in the source folder (or given with --tokenizer) is written beside the weights.
 """
@@ -17,6 +21,7 @@ import argparse
 import re
 from pathlib import Path
 
+from onevision.checkpoint.components import FAMILIES
 from onevision.checkpoint.convert import DTYPES, FORMATS, convert, detect_format
 from onevision.checkpoint.files import read_json
 from onevision.cli.errors import InputError, loading, reading, show_path
@@ -36,25 +41,33 @@ def parse_shard_size(text: str) -> str:
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "convert",
-        help="convert a checkpoint between transformers and LLaVA-NeXT layouts, or build one from LLM + SigLIP",
+        help="convert a checkpoint between transformers, LLaVA-NeXT and LLaVA layouts, or build one from LLM + vision tower",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="SRC DST: source checkpoint folder and output folder (DST alone with --llm/--vision)")
     parser.add_argument("--to", required=True, choices=FORMATS, help="output layout")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="cast floating weights (default: keep)")
-    parser.add_argument("--llm", type=Path, default=None, help="Qwen2 folder (Qwen2ForCausalLM.save_pretrained) to start from")
+    parser.add_argument("--llm", type=Path, default=None, help="Qwen2 or Llama folder (*ForCausalLM.save_pretrained) to start from")
     parser.add_argument(
         "--vision",
         type=Path,
         default=None,
-        help="SigLIP folder: the tower to start from (with --llm), or the shape of a LLaVA-NeXT source's tower",
+        help="SigLIP or CLIP folder: the tower to start from (with --llm), the shape of a LLaVA-NeXT source's tower, "
+        "or an original LLaVA source's CLIP tower (default: its mm_vision_tower)",
     )
     parser.add_argument(
         "--vision-feature-layer",
-        type=int,
-        default=-1,
-        help="with --llm: SigLIP layer used as features, later layers dropped (-2 as LLaVA-OneVision; default -1)",
+        type=_feature_layers,
+        default=None,
+        help="with --llm: tower layer used as features, later layers dropped (-2 as LLaVA-OneVision and LLaVA; "
+        "default -1, or -2 with a llava family); a comma list (--vision-feature-layer=-2,-5) concatenates several",
+    )
+    parser.add_argument(
+        "--family",
+        choices=sorted(FAMILIES),
+        default="onevision",
+        help="with --llm: the system to start (projector, newline, class token, placeholders; default onevision)",
     )
     parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder to write beside the weights (default: the source's, if any)")
     parser.add_argument("--max-shard-size", type=parse_shard_size, default="5GB", help="shard the weights past this size (default 5GB)")
@@ -66,6 +79,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     parser.set_defaults(func=run)
     return parser
+
+
+def _feature_layers(text: str) -> int | list[int]:
+    """An argparse type: one int, or a comma list of ints."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or a comma list of ints, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
 
 
 def _load_tokenizer(folder: Path | None):
@@ -83,6 +105,12 @@ def _load_tokenizer(folder: Path | None):
         raise InputError(f"cannot read the tokenizer in {show_path(folder)}: {type(error).__name__}: {error}") from error
 
 
+def _default_layer(args: argparse.Namespace) -> int | list[int]:
+    if args.vision_feature_layer is not None:
+        return args.vision_feature_layer
+    return -1 if args.family == "onevision" else -2
+
+
 def run(args: argparse.Namespace) -> int:
     """Convert; 0 on success, 2 (raised for main() to report) on bad arguments or a checkpoint that cannot be converted."""
     components = args.llm is not None
@@ -90,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
         expected = "DST (with --llm and --vision)" if components else "SRC DST"
         raise InputError(f"expected {expected}, got {len(args.paths)} path(s): {[show_path(p) for p in args.paths]}")
     if components and args.vision is None:
-        raise InputError("--llm needs --vision (the SigLIP folder)")
+        raise InputError("--llm needs --vision (the SigLIP or CLIP folder)")
+    if not components and (args.family != "onevision" or args.vision_feature_layer is not None):
+        raise InputError("--family and --vision-feature-layer apply with --llm/--vision only (a checkpoint's own config says them)")
     src = None if components else Path(args.paths[0])
     dst = Path(args.paths[-1])
     if dst.exists() and not dst.is_dir():
@@ -113,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
             dtype=DTYPES[args.dtype] if args.dtype else None,
             llm_dir=args.llm,
             vision_dir=args.vision,
-            vision_feature_layer=args.vision_feature_layer,
+            vision_feature_layer=_default_layer(args),
+            family=args.family,
             tokenizer=tokenizer,
             max_shard_size=args.max_shard_size,
             strict=not args.allow_unexpressible,
