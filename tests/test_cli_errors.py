@@ -107,6 +107,8 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 # (argv, exit status, words the error line must hold). {name} is a path from `files`.
 CASES = [
     (["tokens", "--image", "640x480", "--max-grid", "100000"], 2, ["--max-grid", "100000", "64"]),
+    (["tokens", "--image", "640x480", "--anyres-max", "1000000000", "--max-visual-tokens", "1"], 2, ["--anyres-max", "64"]),
+    (["tokens", "--video-frames", "9", "--frames-upbound", "100000000"], 2, ["--frames-upbound", "1024"]),
     (["tokens", "--image", "640"], 2, ["--image", "WIDTHxHEIGHT"]),
     (["tokens", "--video-frames", "0"], 2, ["--video-frames"]),
     (["tokens"], 2, ["--image"]),

@@ -377,22 +377,26 @@ def _candidates(media: Sequence[ImageMedia | VideoMedia], settings: VisualSettin
     frame_levels = range(most_frames, min(settings.min_frames, most_frames) - 1, -1) if videos else [most_frames]
 
     for n in n_levels:
+        # Image plans depend on n only: made once per n, not once per (stride, frames) pair,
+        # so the search costs n x pinpoints + n x strides x frames, not their product.
+        image_plans = {}
+        for k, m in enumerate(media):
+            if isinstance(m, VideoMedia):
+                continue
+            if single:
+                image_plans[k] = plan_anyres(m.width, m.height, settings, anyres_max=n)
+            else:
+                _check_size(m.width, m.height)
+                image_plans[k] = BaseImagePlan(
+                    width=m.width, height=m.height, base_tokens=settings.base_tokens,
+                    fill=settings.base_image, newline=settings.image_newline,
+                )
         for stride in stride_levels:
             for cap in frame_levels:
-                items = []
-                for m in media:
-                    if isinstance(m, VideoMedia):
-                        items.append(plan_video(m.frames, settings, cap=cap, stride=stride))
-                    elif single:
-                        items.append(plan_anyres(m.width, m.height, settings, anyres_max=n))
-                    else:
-                        _check_size(m.width, m.height)
-                        items.append(
-                            BaseImagePlan(
-                                width=m.width, height=m.height, base_tokens=settings.base_tokens,
-                                fill=settings.base_image, newline=settings.image_newline,
-                            )
-                        )
+                items = [
+                    plan_video(m.frames, settings, cap=cap, stride=stride) if isinstance(m, VideoMedia) else image_plans[k]
+                    for k, m in enumerate(media)
+                ]
                 steps = []
                 if cap < most_frames:
                     steps.append(f"frames {most_frames}->{cap}")

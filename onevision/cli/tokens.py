@@ -30,10 +30,14 @@ from onevision.budget import (
 )
 from onevision.budget.planner import VIDEO_NEWLINE_POLICIES, ItemPlan
 from onevision.cli.errors import bounded_int
+from onevision.cli.options import MAX_FRAMES
 
 _SIZE = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
 MAX_GRID = 64
 """Largest --max-grid: the pinpoints are all K x K grids (4096 here; the released models use 6)."""
+MAX_ANYRES = 64
+"""Largest --anyres-max (the released models use 9). With a budget the planner tries every N
+below it for every frame count and stride, so N and --frames-upbound bound its work."""
 
 # (flag destination, VisualSettings field) for the settings flags.
 _SETTING_FLAGS = (
@@ -93,12 +97,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     settings.add_argument("--model-size", choices=("debug", "0.5b", "7b", "72b"), help="take the preset's visual settings")
     settings.add_argument("--image-size", type=_positive, metavar="PX", help="tower input side in pixels (384)")
     settings.add_argument("--patch-size", type=_positive, metavar="PX", help="tower patch side in pixels (14)")
-    settings.add_argument("--anyres-max", type=_positive, metavar="N", help="N of AnyRes-Max-N (9)")
+    settings.add_argument("--anyres-max", type=bounded_int(1, MAX_ANYRES), metavar="N", help=f"N of AnyRes-Max-N (9; at most {MAX_ANYRES})")
     settings.add_argument("--max-grid", type=bounded_int(1, MAX_GRID), metavar="K",
                           help=f"largest crop grid side of the pinpoints (6; at most {MAX_GRID})")
     settings.add_argument("--pool-stride", type=_positive, metavar="S", help="video feature pooling stride (2)")
     settings.add_argument("--video-newline", choices=VIDEO_NEWLINE_POLICIES, help="video newline policy (video)")
-    settings.add_argument("--frames-upbound", type=_positive, metavar="F", help="most frames sampled from a video (32)")
+    settings.add_argument("--frames-upbound", type=bounded_int(1, MAX_FRAMES), metavar="F",
+                          help=f"most frames sampled from a video (32; at most {MAX_FRAMES})")
     settings.add_argument("--max-visual-tokens", type=_positive, metavar="T", help="per-sample budget; the plan degrades to fit")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (its 'total' is the count)")
     parser.set_defaults(func=run)
