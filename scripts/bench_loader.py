@@ -30,7 +30,7 @@ from onevision.data.collate import Collator
 from onevision.data.dataset import DataConfig, OneVisionDataset
 from onevision.data.loader import LoaderConfig, LoaderStats, OneVisionLoader
 from onevision.data.recipe import load_recipe
-from onevision.data.sampler import ModalityLengthBatchSampler, SamplerConfig
+from onevision.data.batch_sampler import ModalityLengthBatchSampler, SamplerConfig
 from onevision.tokenizer import train_small_tokenizer
 
 QUESTION = "What is shown here? Answer in one sentence."

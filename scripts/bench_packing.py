@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from onevision.budget import ImageMedia, VideoMedia, VisualSettings, plan_sample
-from onevision.data.sampler import ModalityLengthBatchSampler, SamplerConfig
+from onevision.data.batch_sampler import ModalityLengthBatchSampler, SamplerConfig
 
 MIX = (("image", 0.50), ("multi_image", 0.15), ("video", 0.20), ("text", 0.15))
 

@@ -26,7 +26,7 @@ import torch
 
 from onevision.data.collate import Batch, Collator
 from onevision.data.dataset import OneVisionDataset, Skipped
-from onevision.data.sampler import ModalityLengthBatchSampler
+from onevision.data.batch_sampler import ModalityLengthBatchSampler
 
 
 @dataclass(frozen=True)

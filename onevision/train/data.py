@@ -21,7 +21,7 @@ from onevision.data.collate import Batch, CollateConfig, Collator
 from onevision.data.dataset import DataConfig, OneVisionDataset
 from onevision.data.loader import OneVisionLoader
 from onevision.data.recipe import load_recipe
-from onevision.data.sampler import ModalityLengthBatchSampler
+from onevision.data.batch_sampler import ModalityLengthBatchSampler
 from onevision.train.config import DataSection
 from onevision.train.engine import Runtime
 from onevision.train.errors import DataFailure

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from onevision.data.sampler import ModalityLengthBatchSampler, SamplerConfig
+from onevision.data.batch_sampler import ModalityLengthBatchSampler, SamplerConfig
 
 MODALITIES = ("text", "image", "multi_image", "video")
 
