@@ -327,13 +327,13 @@ def test_chat_template_files_read_as_transformers_processor_does(folders, tmp_pa
 
 
 def test_released_original_config_is_detected_by_its_architecture(folders, tmp_path):
-    """The lmms-lab configs say model_type 'llava'; only LlavaQwenForCausalLM makes that the original layout."""
+    """The lmms-lab configs say model_type 'llava'; only LlavaQwenForCausalLM makes that the original
+    LLaVA-NeXT layout; LlavaForConditionalGeneration is transformers' own `llava` layout."""
     folder = folders[ORIGINAL[0]]
     data = json.loads((folder / "config.json").read_text())
     assert data["model_type"] == "llava" and detect_format(folder) == "llava-next"
     (tmp_path / "config.json").write_text(json.dumps({**data, "architectures": ["LlavaForConditionalGeneration"]}))
-    with pytest.raises(CheckpointError, match="LlavaQwenForCausalLM"):
-        detect_format(tmp_path)
+    assert detect_format(tmp_path) == "llava-hf"
 
 
 def test_prompt_format_is_chosen_by_layout_and_overridable(pipes):
