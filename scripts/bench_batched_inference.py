@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from onevision.infer.debug import load_pipeline
+from onevision.infer.loading import load_pipeline
 from onevision.infer.pipeline import InferenceConfig
 from onevision.infer.video_qa import VideoQuestion, run_video_qa
 from onevision.world.media import write_video

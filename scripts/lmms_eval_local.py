@@ -5,7 +5,7 @@
 
 lmms-eval exits 0 even when an evaluation fails, so this script checks the files it writes.
 It builds, in the work folder:
-- a random debug-size checkpoint with its tokenizer (`onevision.infer.debug.save_debug_checkpoint`);
+- a random debug-size checkpoint with its tokenizer (`onevision.infer.debug_model.save_debug_checkpoint`);
 - media (PNG images, an MP4 video, a broken image) and one JSONL dataset per task in data/;
 then runs, with HF_HUB_OFFLINE=1 and HF_DATASETS_OFFLINE=1,
 
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     preflight()
     sys.path.insert(0, str(ROOT))
-    from onevision.infer.debug import save_debug_checkpoint
+    from onevision.infer.debug_model import save_debug_checkpoint
     from onevision.infer.pipeline import OneVision
 
     start = time.perf_counter()

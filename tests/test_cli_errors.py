@@ -24,7 +24,7 @@ from media_factory import make_video
 
 from onevision.cli.errors import EXIT_INTERNAL, MAX_MESSAGE, InputError, describe, printable
 from onevision.cli.main import COMMANDS, build_parser, main
-from onevision.infer.debug import save_debug_checkpoint
+from onevision.infer.debug_model import save_debug_checkpoint
 from onevision.tokenizer import train_small_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

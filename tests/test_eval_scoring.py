@@ -12,7 +12,7 @@ from PIL import Image
 from helpers_model import single_thread  # noqa: F401  (autouse fixture)
 from onevision.cli.main import main
 from onevision.data.records import RecordError
-from onevision.infer.debug import debug_pipeline, save_debug_checkpoint
+from onevision.infer.debug_model import debug_pipeline, save_debug_checkpoint
 from onevision.infer.evaluate import Report, Result, benchmark_item, evaluate, exact_match, normalize_answer, read_benchmark
 from onevision.infer.likelihood import Score
 from onevision.infer.matrix import plot_matrix, transfer_matrix

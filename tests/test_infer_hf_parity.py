@@ -13,7 +13,7 @@ import torch
 from transformers import LlavaOnevisionForConditionalGeneration
 
 from helpers_model import hf_image_processor, hf_image_token_count, hf_video_token_count, random_image, single_thread, video_pixels  # noqa: F401
-from onevision.infer.debug import debug_config, debug_tokenizer
+from onevision.infer.debug_model import debug_config, debug_tokenizer
 from onevision.infer.pipeline import OneVision
 
 NEW = 10

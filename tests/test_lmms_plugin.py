@@ -23,7 +23,7 @@ from lmms_eval.api.instance import Instance, unwrap_generation_output
 from media_factory import make_video
 from PIL import Image
 
-from onevision.infer.debug import save_debug_checkpoint
+from onevision.infer.debug_model import save_debug_checkpoint
 from onevision.infer.inputs import Request
 from onevision.infer.pipeline import OneVision
 

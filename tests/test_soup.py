@@ -28,7 +28,7 @@ MARKER = "multi_modal_projector.linear_1.bias"
 @pytest.fixture(scope="module")
 def start(tmp_path_factory) -> Path:
     """A random debug checkpoint (transformers' llava_onevision layout, tokenizer included)."""
-    from onevision.infer.debug import save_debug_checkpoint
+    from onevision.infer.debug_model import save_debug_checkpoint
 
     return save_debug_checkpoint(tmp_path_factory.mktemp("soup") / "start")
 

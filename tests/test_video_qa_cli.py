@@ -13,7 +13,7 @@ from helpers_model import single_thread  # noqa: F401  (autouse fixture)
 from media_factory import make_broken, make_video
 from onevision.cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED
 from onevision.cli.main import main
-from onevision.infer.debug import save_debug_checkpoint
+from onevision.infer.debug_model import save_debug_checkpoint
 from onevision.infer.pipeline import OneVision
 
 BROKEN = ("zero_byte_video", "text_mp4", "truncated_mp4")

@@ -43,7 +43,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the answer; 0 on success. Bad input (checkpoint, media, settings) raises for main() to report."""
-    from onevision.infer.debug import load_pipeline
+    from onevision.infer.loading import load_pipeline
     from onevision.infer.pipeline import InferenceConfig
 
     with loading("--model", args.model):

@@ -93,7 +93,7 @@ def load_questions(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> int:
     """Answer every pending question; 0 when the run finished (failed videos included)."""
-    from onevision.infer.debug import load_pipeline
+    from onevision.infer.loading import load_pipeline
     from onevision.infer.pipeline import InferenceConfig
     from onevision.infer.video_qa import check_output, run_video_qa
 

@@ -36,8 +36,9 @@ _EXPORTS = {
     "transfer_matrix": "onevision.infer.matrix",
     "plot_matrix": "onevision.infer.matrix",
     "run_video_qa": "onevision.infer.video_qa",
-    "debug_pipeline": "onevision.infer.debug",
-    "save_debug_checkpoint": "onevision.infer.debug",
+    "debug_pipeline": "onevision.infer.debug_model",
+    "save_debug_checkpoint": "onevision.infer.debug_model",
+    "load_pipeline": "onevision.infer.loading",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,7 +8,6 @@ the tests and the benchmarks.
 
     pipe = debug_pipeline(seed=0)
     folder = save_debug_checkpoint("runs/debug-ckpt")    # config, weights, tokenizer
-    pipe = load_pipeline("runs/debug-ckpt")          # a folder, or load_pipeline(model_size="debug")
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from onevision.infer.pipeline import InferenceConfig, OneVision, resolve_dtype
+from onevision.infer.pipeline import InferenceConfig, OneVision
 from onevision.model.config import ModelConfig, preset
 from onevision.tokenizer import image_token_id, train_small_tokenizer, video_token_id
 
@@ -74,24 +73,3 @@ def save_debug_checkpoint(folder: str | Path, seed: int = 0) -> Path:
     tokenizer = debug_tokenizer()
     save_hf(debug_model(tokenizer, seed), folder, tokenizer=tokenizer, progress=False)
     return Path(folder)
-
-
-def load_pipeline(
-    model: str | Path | None = None,
-    model_size: str | None = None,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    config: InferenceConfig | None = None,
-    seed: int = 0,
-) -> OneVision:
-    """A checkpoint folder's pipeline, or the random debug one (`model_size='debug'`); for the CLIs."""
-    if (model is None) == (model_size is None):
-        raise ValueError("give a checkpoint folder (--model) or --model-size debug, not both")
-    if model is not None:
-        return OneVision.from_pretrained(model, device=device, dtype=dtype, config=config)
-    if model_size != "debug":
-        raise ValueError(f"only the 'debug' size can be built without a checkpoint, got {model_size!r}")
-    tokenizer = debug_tokenizer()
-    weights = debug_model(tokenizer, seed).to(device=device, dtype=resolve_dtype(dtype))
-    return OneVision(weights, tokenizer, config)
