@@ -129,7 +129,7 @@ def main() -> int:
     )
     from onevision.train.config import OptimSection
     from onevision.train.engine import TorchEngine, start_runtime
-    from onevision.train.step import LossModule, model_inputs
+    from onevision.train.loss_module import LossModule, model_inputs
 
     size = "debug" if args.cpu_check else args.size
     row_tokens = min(args.row_tokens, 2048) if args.cpu_check else args.row_tokens

@@ -38,7 +38,7 @@ from onevision.model import OneVisionModel, preset
 from onevision.train.attention import SEGMENT_SDPA, set_decoder_attention
 from onevision.train.config import OptimSection
 from onevision.train.engine import TorchEngine, start_runtime
-from onevision.train.step import LossModule, model_inputs
+from onevision.train.loss_module import LossModule, model_inputs
 
 MIX = (("image", 0.45), ("multi_image", 0.20), ("video", 0.20), ("text", 0.15))
 PAD_ID = 0

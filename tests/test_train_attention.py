@@ -19,7 +19,7 @@ from onevision.train.attention import (
     resolve_attention,
     set_decoder_attention,
 )
-from onevision.train.step import LossModule
+from onevision.train.loss_module import LossModule
 
 
 def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False, **_):

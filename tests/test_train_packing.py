@@ -14,7 +14,7 @@ from onevision.model import OneVisionModel, preset
 from onevision.tokenizer import image_token_id, video_token_id
 from onevision.train.config import ModelSection
 from onevision.train.model_init import load_tokenizer
-from onevision.train.step import LossModule, model_inputs
+from onevision.train.loss_module import LossModule, model_inputs
 
 
 def loss_and_grads(module, batch):

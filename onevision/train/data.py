@@ -25,7 +25,7 @@ from onevision.data.batch_sampler import ModalityLengthBatchSampler
 from onevision.train.config import DataSection
 from onevision.train.engine import Runtime
 from onevision.train.errors import DataFailure
-from onevision.train.step import model_inputs, placeholder_batch
+from onevision.train.loss_module import model_inputs, placeholder_batch
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 """The source checkout (holds data_recipes/ when running from a clone)."""
@@ -164,7 +164,7 @@ class HeldOutLoss:
     @torch.no_grad()
     def __call__(self, engine) -> dict[str, float]:
         from onevision.train.loss import chunks_needed
-        from onevision.train.step import labelled_count
+        from onevision.train.loss_module import labelled_count
 
         self.data.loader.load_state_dict(self.data.loader.sampler.state_dict(batches_consumed=0))
         total = count = 0.0

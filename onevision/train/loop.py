@@ -31,7 +31,7 @@ from onevision.train.engine import Runtime
 from onevision.train.errors import NonFiniteError, TrainError
 from onevision.train.logger import TrainLogger
 from onevision.train.loss import chunks_needed
-from onevision.train.step import labelled_count, modality_losses
+from onevision.train.loss_module import labelled_count, modality_losses
 
 
 @dataclass

@@ -47,7 +47,7 @@ from onevision.train.loop import TrainRun, train
 from onevision.train.model_init import build_model, load_tokenizer
 from onevision.train.params import LORA_PARAM, add_lora, apply_trainable, param_groups
 from onevision.train.resume import fresh_plan, plan_resume, record_start
-from onevision.train.step import LossModule
+from onevision.train.loss_module import LossModule
 from onevision.utils.dataclass_io import ConfigError
 
 
