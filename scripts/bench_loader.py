@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from media_factory import make_image, make_video
 
 from onevision.budget import VisualSettings
+from onevision.data.batch_sampler import ModalityLengthBatchSampler, SamplerConfig
 from onevision.data.collate import Collator
 from onevision.data.dataset import DataConfig, OneVisionDataset
 from onevision.data.loader import LoaderConfig, LoaderStats, OneVisionLoader
 from onevision.data.recipe import load_recipe
-from onevision.data.batch_sampler import ModalityLengthBatchSampler, SamplerConfig
 from onevision.tokenizer import train_small_tokenizer
 
 QUESTION = "What is shown here? Answer in one sentence."

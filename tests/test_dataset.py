@@ -7,12 +7,12 @@ import pytest
 import torch
 from media_factory import make_broken, make_image, make_video
 
+from onevision.data.batch_sampler import ModalityLengthBatchSampler, SamplerConfig
 from onevision.data.collate import CollateConfig, Collator
 from onevision.data.dataset import DataConfig, OneVisionDataset, Skipped
 from onevision.data.loader import LoaderConfig, OneVisionLoader
 from onevision.data.recipe import load_recipe
 from onevision.data.records import Record, Turn
-from onevision.data.batch_sampler import ModalityLengthBatchSampler, SamplerConfig
 from onevision.data.template import TemplateConfig
 from onevision.model.config import preset
 from onevision.tokenizer import train_small_tokenizer

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from onevision.data.batch_sampler import ModalityLengthBatchSampler
 from onevision.data.collate import Batch, Collator
 from onevision.data.dataset import OneVisionDataset, Skipped
-from onevision.data.batch_sampler import ModalityLengthBatchSampler
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onevision.budget import VisualSettings
-from onevision.data.loader import LoaderConfig
 from onevision.data.batch_sampler import SamplerConfig
+from onevision.data.loader import LoaderConfig
 from onevision.data.template import TemplateConfig
 from onevision.train.validate import (
     check_field_names,

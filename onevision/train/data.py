@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from onevision.budget import VisualSettings
+from onevision.data.batch_sampler import ModalityLengthBatchSampler
 from onevision.data.collate import Batch, CollateConfig, Collator
 from onevision.data.dataset import DataConfig, OneVisionDataset
 from onevision.data.loader import OneVisionLoader
 from onevision.data.recipe import load_recipe
-from onevision.data.batch_sampler import ModalityLengthBatchSampler
 from onevision.train.config import DataSection
 from onevision.train.engine import Runtime
 from onevision.train.errors import DataFailure
@@ -146,36 +146,3 @@ class TrainData:
 
     def load_state_dict(self, state: dict) -> None:
         self.loader.load_state_dict(state)
-
-
-class HeldOutLoss:
-    """The evaluator hook: mean loss over the first `batches` batches of a held-out loader.
-
-    Every rank runs the same number of batches (ZeRO-3 needs the same collectives everywhere)
-    and the mean is reduced over ranks.
-    """
-
-    def __init__(self, loader: OneVisionLoader, runtime: Runtime, batches: int, pad_token_id: int, chunk_rows: int = 4096):
-        self.data = TrainData(loader, runtime, pad_token_id)
-        self.runtime = runtime
-        self.batches = batches
-        self.chunk_rows = chunk_rows
-
-    @torch.no_grad()
-    def __call__(self, engine) -> dict[str, float]:
-        from onevision.train.loss import chunks_needed
-        from onevision.train.loss_module import labelled_count
-
-        self.data.loader.load_state_dict(self.data.loader.sampler.state_dict(batches_consumed=0))
-        total = count = 0.0
-        stream = self.data.micro_batches()
-        for _ in range(min(self.batches, max(self.data.steps_per_epoch(), 1))):
-            batch = next(stream)
-            chunks = None
-            if getattr(engine, "zero_stage", 0) == 3:
-                chunks = chunks_needed(int(self.runtime.all_reduce([labelled_count(batch)], op="max")[0]), self.chunk_rows)
-            _, token_losses, _ = engine(**self.data.inputs(batch), num_chunks=chunks)
-            total += float(token_losses.sum())
-            count += token_losses.numel()
-        total, count = self.runtime.all_reduce([total, count])
-        return {"eval/loss": total / max(count, 1)}

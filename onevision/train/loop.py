@@ -30,8 +30,7 @@ from onevision.train.checkpoint import Checkpointer
 from onevision.train.engine import Runtime
 from onevision.train.errors import NonFiniteError, TrainError
 from onevision.train.logger import TrainLogger
-from onevision.train.loss import chunks_needed
-from onevision.train.loss_module import labelled_count, modality_losses
+from onevision.train.loss_module import head_chunks, modality_losses
 
 
 @dataclass
@@ -102,7 +101,7 @@ def train(run: TrainRun) -> list[float]:
         learning_rates = engine.learning_rates()
         for micro in range(run.grad_accum):
             batch = next(batches)
-            num_chunks = head_chunks(batch, run, runtime)
+            num_chunks = head_chunks(batch, run.engine, runtime, run.chunk_rows)
             with engine.accumulating(last=micro == run.grad_accum - 1):
                 loss, token_losses, positions = engine(**data.inputs(batch), num_chunks=num_chunks)
                 engine.backward(loss)
@@ -137,14 +136,6 @@ def check_span(run: TrainRun, step: int) -> int:
     if run.stop_at is not None and step >= run.stop_at and step < run.total_steps:
         raise TrainError(f"loop.stop_at={run.stop_at} is not after the resumed step {step}: nothing to train")
     return end
-
-
-def head_chunks(batch, run: TrainRun, runtime: Runtime) -> int | None:
-    """LM-head calls for this micro-batch: ZeRO-3 needs the same number on every rank."""
-    if getattr(run.engine, "zero_stage", 0) != 3:
-        return None
-    most = runtime.all_reduce([labelled_count(batch)], op="max")[0]
-    return chunks_needed(int(most), run.chunk_rows)
 
 
 @dataclass

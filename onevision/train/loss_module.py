@@ -26,7 +26,7 @@ from onevision.budget import BaseImagePlan
 from onevision.data.collate import Batch
 from onevision.model.inputs import VisualBatch
 from onevision.train.attention import packed_kwargs
-from onevision.train.loss import IGNORE_INDEX, labelled_token_losses
+from onevision.train.loss import IGNORE_INDEX, chunks_needed, labelled_token_losses
 
 
 def dummy_visual(image_size: int, patch_size: int, device, dtype) -> VisualBatch:
@@ -134,6 +134,16 @@ def placeholder_batch(pad_token_id: int, packed: bool) -> Batch:
 def labelled_count(batch: Batch) -> int:
     """Labelled next-token targets in a batch (the rows the LM head runs on)."""
     return int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+def head_chunks(batch: Batch, engine, runtime, chunk_rows: int) -> int | None:
+    """LM-head calls for this micro-batch (`LossModule`'s `num_chunks`): None lets each rank
+    chunk as it needs; under ZeRO-3 every rank must gather the head weights the same number of
+    times, so all take the most any rank needs (an all-reduce: every rank calls)."""
+    if getattr(engine, "zero_stage", 0) != 3:
+        return None
+    most = runtime.all_reduce([labelled_count(batch)], op="max")[0]
+    return chunks_needed(int(most), chunk_rows)
 
 
 def modality_losses(batch: Batch, token_losses: torch.Tensor, positions: torch.Tensor) -> dict[str, tuple[float, int]]:

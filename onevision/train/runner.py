@@ -33,7 +33,7 @@ from onevision.train.attention import (
 )
 from onevision.train.checkpoint import Checkpointer, export_model
 from onevision.train.config import StageConfig, stage_to_dict
-from onevision.train.data import HeldOutLoss, TrainData, build_loader
+from onevision.train.data import TrainData, build_loader
 from onevision.train.engine import (
     DeepSpeedEngine,
     Runtime,
@@ -42,12 +42,13 @@ from onevision.train.engine import (
     stop_runtime,
 )
 from onevision.train.errors import DataFailure
+from onevision.train.evaluator import HeldOutLoss
 from onevision.train.logger import TrainLogger
 from onevision.train.loop import TrainRun, train
+from onevision.train.loss_module import LossModule
 from onevision.train.model_init import build_model, load_tokenizer
 from onevision.train.params import LORA_PARAM, add_lora, apply_trainable, param_groups
 from onevision.train.resume import fresh_plan, plan_resume, record_start
-from onevision.train.loss_module import LossModule
 from onevision.utils.dataclass_io import ConfigError
 
 
