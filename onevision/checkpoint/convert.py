@@ -144,6 +144,32 @@ def write_checkpoint(
     raise CheckpointError(f"unknown target format {to!r}; choose one of {FORMATS}")
 
 
+def native_format(config: ModelConfig) -> str:
+    """The layout that holds a model of `config` whole: 'hf' (llava_onevision) for OneVision's parts,
+    'llava-hf' when transformers' llava expresses it, else 'llava-original' (LLaVA v1's linear projector)."""
+    from onevision.checkpoint.llava_hf import not_in_llava
+
+    if config.is_onevision:
+        return "hf"
+    return "llava-hf" if not not_in_llava(config) else "llava-original"
+
+
+def save_model(model, folder: str | Path, *, dtype: torch.dtype | None = None, tokenizer=None, progress: bool = True, strict: bool = True) -> str:
+    """Save `model` in its `native_format`; returns the format written.
+
+    `strict=False` (llava_onevision only) keeps settings transformers cannot express, with a warning.
+
+    Raises:
+        CheckpointError: the layout cannot express a part or setting of the model, named.
+    """
+    from onevision.checkpoint.files import model_refs
+
+    to = native_format(model.config)
+    checkpoint = Checkpoint(model.config, model_refs(model), "model", to)
+    write_checkpoint(checkpoint, folder, to=to, dtype=dtype, tokenizer=tokenizer, progress=progress, strict=strict)
+    return to
+
+
 def convert(
     src: str | Path | None,
     dst: str | Path,

@@ -122,8 +122,10 @@ def layout_item(plan, tiles: torch.Tensor, newline: torch.Tensor | None) -> torc
         raise TypeError(f"no feature layout for plan type {type(plan).__name__}")
     if tiles.shape[0] != plan.num_tiles:
         raise ValueError(f"{plan.kind} plan expects {plan.num_tiles} tiles, got {tiles.shape[0]}")
-    if newline is None and not isinstance(plan, BaseImagePlan):
+    if newline is None and (isinstance(plan, AnyResPlan) or (isinstance(plan, VideoPlan) and plan.newline != "none")):
         raise ValueError(f"a {plan.kind} plan ({type(plan).__name__}) places image_newline tokens but the model has no newline vector")
+    if newline is None:
+        newline = tiles.new_zeros(tiles.shape[-1])  # never placed: the plan has no newline token
     out = layout(plan, tiles, newline)
     if out.shape[0] != plan.tokens:
         raise ValueError(f"{plan.kind} item laid out {out.shape[0]} visual tokens but its plan has {plan.tokens}")

@@ -312,7 +312,7 @@ def export_model(engine, build_model, folder: str | Path, runtime: Runtime, toke
     Raises:
         NonFiniteError: a weight holds NaN or inf (nothing is written).
     """
-    from onevision.checkpoint import save_hf
+    from onevision.checkpoint.convert import save_model
 
     state = engine.full_state_dict()
     if not runtime.is_main:
@@ -331,7 +331,8 @@ def export_model(engine, build_model, folder: str | Path, runtime: Runtime, toke
     shutil.rmtree(tmp, ignore_errors=True)
     # Stage settings transformers cannot express (a budget, base-only images, grid newlines) are
     # kept for the next stage under onevision_visual, with a warning naming them.
-    save_hf(model, tmp, dtype=dtype, tokenizer=tokenizer, progress=False, strict=False)
+    # LLaVA v1 / 1.5 models go to their own layout (transformers llava, or the original for v1).
+    save_model(model, tmp, dtype=dtype, tokenizer=tokenizer, progress=False, strict=False)
     fsync_tree(tmp)
     if folder.exists():
         shutil.rmtree(folder)

@@ -57,9 +57,11 @@ def build_loader(
     shuffle: bool = True,
     recipe: str | None = None,
     progress: bool = True,
+    normalization=None,
 ) -> OneVisionLoader:
     """This rank's loader over `recipe` (default: section.recipe) with the stage's batching;
-    `progress` shows bars (on the main rank) while records are read and measured."""
+    `progress` shows bars (on the main rank) while records are read and measured; `normalization`:
+    the tower's pixel normalisation (`onevision.processing.TOWER_NORMALIZATION`; None = SigLIP's)."""
     progress = progress and runtime.is_main
     recipe_path = resolve_recipe(recipe or section.recipe)
     config = DataConfig(
@@ -71,7 +73,7 @@ def build_loader(
         video_backend=section.video_backend,
         seed=seed,
     )
-    dataset = OneVisionDataset.from_recipe(load_recipe(recipe_path), tokenizer, config, progress=progress)
+    dataset = OneVisionDataset.from_recipe(load_recipe(recipe_path), tokenizer, config, progress=progress, normalization=normalization)
     sampler_config = dataclasses.replace(section.sampler, seed=seed, shuffle=shuffle and section.sampler.shuffle)
     sampler = ModalityLengthBatchSampler(
         dataset.lengths(progress=progress), dataset.modalities(), sampler_config, runtime.rank, runtime.world_size

@@ -29,10 +29,12 @@ from onevision.train.attention import packed_kwargs
 from onevision.train.loss import IGNORE_INDEX, chunks_needed, labelled_token_losses
 
 
-def dummy_visual(image_size: int, patch_size: int, device, dtype) -> VisualBatch:
-    """One blank tile planned as a base-size image (base tokens + newline): touches tower, projector, newline."""
+def dummy_visual(image_size: int, patch_size: int, device, dtype, base_tokens: int | None = None, newline: bool = True) -> VisualBatch:
+    """One blank tile planned as a base-size image (base tokens + newline): touches tower, projector, newline.
+
+    `base_tokens` (default side^2) and `newline` follow the model (CLIP's class token, LLaVA's missing newline)."""
     side = image_size // patch_size
-    plan = BaseImagePlan(width=image_size, height=image_size, base_tokens=side * side)
+    plan = BaseImagePlan(width=image_size, height=image_size, base_tokens=side * side if base_tokens is None else base_tokens, newline=newline)
     return VisualBatch(torch.zeros(1, 3, image_size, image_size, device=device, dtype=dtype), [plan])
 
 
@@ -85,7 +87,8 @@ class LossModule(nn.Module):
         extra = embeds.new_zeros(())
         if visual is None and self.dummy_visual:
             config = model.config.vision
-            blank = dummy_visual(config.image_size, config.patch_size, input_ids.device, dtype)
+            settings = model.config.visual
+            blank = dummy_visual(config.image_size, config.patch_size, input_ids.device, dtype, settings.base_tokens, settings.image_newline)
             features, _ = model.encode_visual(blank)
             extra = features.float().sum() * 0.0
         kwargs = packed_kwargs(position_ids) if self.packed_kernel and attention_mask is None else {}

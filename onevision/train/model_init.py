@@ -130,6 +130,8 @@ def fresh_config(size: str, tokenizer):
 
 def check_tokenizer(config, tokenizer, image_id: int, video_id: int) -> None:
     """Raise when the tokenizer's placeholder ids or size disagree with the model."""
+    if config.video_token_id is None:  # LLaVA v1 / 1.5 take no video: only <image> must agree
+        video_id = None
     if (image_id, video_id) != (config.image_token_id, config.video_token_id):
         raise ValueError(
             f"the tokenizer has <image>={image_id}, <video>={video_id} but the model expects "

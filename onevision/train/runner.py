@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from onevision.processing import TOWER_NORMALIZATION
 from onevision.soup.fingerprint import start_fingerprint, write_start
 from onevision.train.attention import (
     PACKED_KERNELS,
@@ -126,7 +127,8 @@ def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
     groups, _ = param_groups(model, stage.optim)
 
     visual = model.config.visual
-    loader = build_loader(stage.data, tokenizer, visual, runtime, stage.loop.seed, progress=stage.logging.progress)
+    pixels = TOWER_NORMALIZATION[model.config.vision_tower]  # CLIP's mean / std for LLaVA v1 / 1.5
+    loader = build_loader(stage.data, tokenizer, visual, runtime, stage.loop.seed, progress=stage.logging.progress, normalization=pixels)
     data = TrainData(loader, runtime, tokenizer.pad_token_id)
     steps = total_steps(stage, data)
     module = LossModule(model, stage.model.head_chunk_rows, attention in PACKED_KERNELS, dummy_visual=runtime.distributed)
@@ -140,7 +142,7 @@ def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
 
     evaluator = None
     if stage.eval.recipe:
-        eval_loader = build_loader(stage.data, tokenizer, visual, runtime, stage.loop.seed, shuffle=False, recipe=stage.eval.recipe, progress=stage.logging.progress)
+        eval_loader = build_loader(stage.data, tokenizer, visual, runtime, stage.loop.seed, shuffle=False, recipe=stage.eval.recipe, progress=stage.logging.progress, normalization=pixels)
         evaluator = HeldOutLoss(eval_loader, runtime, stage.eval.batches, tokenizer.pad_token_id, stage.model.head_chunk_rows)
     logger = TrainLogger(
         output_dir, stage.logging, steps, active=runtime.is_main, run_config=config,
