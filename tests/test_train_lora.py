@@ -12,7 +12,8 @@ from onevision.checkpoint import load_hf
 from onevision.train import load_stage, run_stage
 from onevision.train.engine import start_runtime
 from onevision.train.model_init import build_model, load_tokenizer
-from onevision.train.runner import build_run, load_adapter, seed_everything
+from onevision.train.lora import load_adapter
+from onevision.train.runner import build_run, seed_everything
 
 
 def test_lora_trains_saves_merges_and_reloads(tiny):  # noqa: F811

@@ -1,4 +1,4 @@
-"""Which parameters train, with which learning rate, and the optional LoRA adapters.
+"""Which parameters train, and with which learning rate.
 
 Stages name trainable parameters by regex (`StageConfig.trainable`, e.g. '^projector\\.' for
 stage 1) and give some of them their own learning rate (`optim.groups`, e.g. the vision tower
@@ -6,9 +6,7 @@ at 2e-6 while the rest trains at 1e-5). Names are those of `OneVisionModel.named
 (see notes/contract.md); LoRA adds `...q_proj.lora_A.default.weight`-style names and moves the
 wrapped weight to `...q_proj.base_layer.weight`.
 
-LoRA (peft) targets the decoder's linear layers; the modules matched by `trainable` (the
-projector in practice) stay fully trainable next to the adapters, so a LoRA run never ends up
-with nothing but frozen weights and a constant loss.
+The LoRA adapters (`lora.py`) stay trainable next to `lora.trainable` (`apply_trainable`'s `keep`).
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from onevision.train.config import LoraSection, OptimSection
+from onevision.train.config import OptimSection
 
 
 @dataclass
@@ -110,33 +108,6 @@ def param_groups(model: nn.Module, optim: OptimSection) -> tuple[list[dict], lis
         groups.append({"params": params, "lr": lr, "weight_decay": decay, "name": name})
         summary.append(GroupSummary(name, lr, decay, len(params), sum(p.numel() for p in params)))
     return groups, summary
-
-
-LORA_PARAM = r"\.lora_(A|B|embedding_A|embedding_B)\."
-"""Regex of LoRA adapter parameter names."""
-
-
-def add_lora(model: nn.Module, lora: LoraSection):
-    """Inject LoRA adapters into the decoder's linear layers, in place.
-
-    Returns:
-        The peft `PeftModel` wrapping `model` (for `save_pretrained` of the adapter and
-        `merge_and_unload`); `model` itself now holds the adapter layers, so training code
-        keeps calling `model`.
-
-    Raises:
-        ImportError: peft is not installed (pip install 'onevision[lora]').
-        ValueError: the target regex matches no module.
-    """
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError as err:
-        raise ImportError("LoRA needs the peft package: pip install 'onevision[lora]'") from err
-    target = re.compile(lora.target)
-    if not any(target.fullmatch(name) for name, _ in model.named_modules()):
-        raise ValueError(f"lora.target {lora.target!r} matches no module name")
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target, bias="none")
-    return get_peft_model(model, config)
 
 
 def _examples(model: nn.Module, count: int = 4) -> list[str]:

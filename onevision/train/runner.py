@@ -46,9 +46,10 @@ from onevision.train.errors import DataFailure
 from onevision.train.evaluator import HeldOutLoss
 from onevision.train.logger import TrainLogger
 from onevision.train.loop import TrainRun, train
+from onevision.train.lora import LORA_PARAM, add_lora, merge_lora, save_adapter
 from onevision.train.loss_module import LossModule
 from onevision.train.model_init import build_model, load_tokenizer
-from onevision.train.params import LORA_PARAM, add_lora, apply_trainable, param_groups
+from onevision.train.params import apply_trainable, param_groups
 from onevision.train.resume import fresh_plan, plan_resume, record_start
 from onevision.utils.dataclass_io import ConfigError
 
@@ -198,47 +199,6 @@ def export_stage(stage: StageConfig, run: TrainRun, parts: dict) -> tuple[Path |
     if export_dir is not None:
         write_start(export_dir, parts["start"])
     return export_dir, adapter_dir
-
-
-def save_adapter(peft, model, folder: Path) -> Path:
-    """The LoRA adapter (peft format) plus the fully trained non-LoRA weights (trainable.safetensors)."""
-    from safetensors.torch import save_file
-
-    peft.save_pretrained(str(folder))
-    trained = {
-        name: param.detach().cpu().contiguous()
-        for name, param in model.named_parameters()
-        if param.requires_grad and "lora_" not in name
-    }
-    save_file(trained, str(folder / "trainable.safetensors"))
-    return folder
-
-
-def load_adapter(model, folder: str | Path):
-    """`model` (the stage's start) with a saved adapter and trainable weights applied; returns the peft model."""
-    from peft import PeftModel
-    from safetensors.torch import load_file
-
-    peft = PeftModel.from_pretrained(model, str(folder))
-    trained = load_file(str(Path(folder) / "trainable.safetensors"))
-    missing = set(trained) - {name for name, _ in model.named_parameters()}
-    if missing:
-        raise KeyError(f"{folder}/trainable.safetensors holds weights the model lacks: {sorted(missing)[:4]}")
-    model.load_state_dict(trained, strict=False)
-    return peft
-
-
-def merge_lora(model):
-    """Fold LoRA adapters injected into `model` (in place) into plain linear weights."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for name, module in list(model.named_modules()):
-        if isinstance(module, BaseTunerLayer):
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, module.get_base_layer())
-    return model
 
 
 def run_stage(stage: StageConfig) -> StageResult:
