@@ -183,3 +183,15 @@ def test_llava_refuses_what_it_cannot_express(tmp_path):
         object.__setattr__(video, "kind", "video")
         model = OneVisionModel(preset("llava15-debug"))
         model.embed(torch.tensor([[1]]), VisualBatch(torch.zeros(plan.num_tiles, 3, 32, 32), [video]))
+
+
+def test_tokens_command_counts_per_family(capsys):
+    import json
+
+    from onevision.cli.main import main
+
+    totals = {}
+    for size in ("llava15-7b", "llava-v1-7b", "0.5b"):
+        assert main(["tokens", "--model-size", size, "--image", "640x480", "--json"]) == 0
+        totals[size] = json.loads(capsys.readouterr().out)["total"]
+    assert totals == {"llava15-7b": 576, "llava-v1-7b": 256, "0.5b": 2929}

@@ -94,7 +94,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     media.add_argument("--video-frames", type=_positive, action="append", default=[], metavar="F",
                        help="a video able to deliver F frames (repeat for several videos)")
     settings = parser.add_argument_group("visual settings (defaults: the --model-size preset, else SigLIP-384, N=9)")
-    settings.add_argument("--model-size", choices=("debug", "0.5b", "7b", "72b"), help="take the preset's visual settings")
+    settings.add_argument(
+        "--model-size", choices=("debug", "0.5b", "7b", "72b", "llava15-7b", "llava15-13b", "llava15-debug", "llava-v1-7b", "llava-v1-debug"),
+        help="take the preset's visual settings (llava15-*: 576 tokens per image, llava-v1-*: 256, no newline)",
+    )
     settings.add_argument("--image-size", type=_positive, metavar="PX", help="tower input side in pixels (384)")
     settings.add_argument("--patch-size", type=_positive, metavar="PX", help="tower patch side in pixels (14)")
     settings.add_argument("--anyres-max", type=bounded_int(1, MAX_ANYRES), metavar="N", help=f"N of AnyRes-Max-N (9; at most {MAX_ANYRES})")
