@@ -18,9 +18,9 @@ import pytest
 import torch
 from torch import nn
 
-from onevision.train.checkpoint import Checkpointer, write_atomic
 from onevision.train.config import OptimSection
 from onevision.train.engine import TorchEngine, start_runtime
+from onevision.train.run_checkpoint import Checkpointer, write_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 

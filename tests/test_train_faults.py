@@ -20,7 +20,6 @@ from test_train_checkpoint import make_engine, stamp
 from train_fixtures import debug_overrides, tiny  # noqa: F401
 
 from onevision.train import durable, load_stage, run_stage
-from onevision.train.checkpoint import Checkpointer, export_model
 from onevision.train.engine import start_runtime
 from onevision.train.errors import (
     CheckpointError,
@@ -29,6 +28,7 @@ from onevision.train.errors import (
     ResumeRefused,
     TrainError,
 )
+from onevision.train.run_checkpoint import Checkpointer, export_model
 from onevision.utils.dataclass_io import ConfigError
 
 FILES = ["model.safetensors", "optimizer.pt", "scheduler.pt", "trainer.json", "config.yaml", "rng/rank-00000.pt", "manifest.json"]

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onevision.train.checkpoint import Checkpointer
 from onevision.train.engine import Runtime
 from onevision.train.errors import NonFiniteError, TrainError
 from onevision.train.logger import TrainLogger
 from onevision.train.loss_module import head_chunks, modality_losses
+from onevision.train.run_checkpoint import Checkpointer
 
 
 @dataclass

@@ -30,9 +30,9 @@ from typing import Any
 
 import yaml
 
-from onevision.train.checkpoint import Checkpointer, ResumePoint
 from onevision.train.engine import Runtime
 from onevision.train.errors import ResumeRefused
+from onevision.train.run_checkpoint import Checkpointer, ResumePoint
 from onevision.train.validate import flatten
 
 RUN_NEUTRAL = (

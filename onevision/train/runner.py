@@ -32,7 +32,6 @@ from onevision.train.attention import (
     resolve_attention,
     set_decoder_attention,
 )
-from onevision.train.checkpoint import Checkpointer, export_model
 from onevision.train.config import StageConfig, stage_to_dict
 from onevision.train.data import TrainData, build_loader
 from onevision.train.engine import (
@@ -51,6 +50,7 @@ from onevision.train.loss_module import LossModule
 from onevision.train.model_init import build_model, load_tokenizer
 from onevision.train.params import apply_trainable, param_groups
 from onevision.train.resume import fresh_plan, plan_resume, record_start
+from onevision.train.run_checkpoint import Checkpointer, export_model
 from onevision.utils.dataclass_io import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""Atomic, checksummed, resumable checkpoints, and the export of the final model for the next stage.
+"""Training-state checkpoints (atomic, checksummed, resumable), and the export of the final model for the next stage.
 
 Layout under `output_dir/checkpoints/`:
 
