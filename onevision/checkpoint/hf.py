@@ -176,6 +176,13 @@ def check_expressible(config: ModelConfig, strict: bool = True, where: str = "ll
     Raises:
         CheckpointError: strict and some setting cannot be expressed; the message names each.
     """
+    if not config.is_onevision:
+        raise CheckpointError(
+            f"{where}: transformers' llava_onevision has SigLIP + mlp2x_gelu + image_newline + Qwen2; this model has "
+            f"vision_tower={config.vision_tower!r}, projector_type={config.projector_type!r}, "
+            f"use_image_newline={config.use_image_newline}, text_model={config.text_model!r} "
+            "(write it as 'llava-hf' or 'llava-original')"
+        )
     problems = not_in_transformers(config)
     if not problems:
         return

@@ -278,6 +278,12 @@ def llava_next_config(config: ModelConfig, dtype: torch.dtype | None = None) -> 
     """The `llava_qwen` config.json we write for `config` (the tower gets its deleted layer back)."""
     from transformers import Qwen2Config
 
+    if not config.is_onevision:
+        raise CheckpointError(
+            f"LLaVA-NeXT's llava_qwen is SigLIP + mlp2x_gelu + image_newline + Qwen2; this model has "
+            f"vision_tower={config.vision_tower!r}, projector_type={config.projector_type!r}, "
+            f"use_image_newline={config.use_image_newline}, text_model={config.text_model!r} (write it as 'llava-hf' or 'llava-original')"
+        )
     if config.vision_feature_layer != -1:
         raise CheckpointError(
             f"LLaVA-NeXT's SigLIP tower always uses its last kept layer; this model uses vision_feature_layer "

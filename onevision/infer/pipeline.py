@@ -52,7 +52,7 @@ from onevision.infer.prompt import LETTERS, PROMPT_FORMATS, PromptEncoder, multi
 from onevision.infer.tokenizer_files import TOKENIZER_FILES, TokenizerNotFound, load_tokenizer  # noqa: F401  (re-exported)
 from onevision.model.generate import GenerationSettings, generate_batch
 from onevision.model.inputs import VisualBatch
-from onevision.processing import ImageNormalization
+from onevision.processing import TOWER_NORMALIZATION, ImageNormalization
 from onevision.tokenizer import ENDOFTEXT, IM_END
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ class OneVision:
         param = next(model.parameters())
         self.loader = MediaLoader(
             self.config.visual or model_config.visual,
-            normalization or ImageNormalization(),
+            normalization or TOWER_NORMALIZATION[model_config.vision_tower],
             num_frames=self.config.num_frames,
             video_backend=self.config.video_backend,
             dtype=param.dtype,
