@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from onevision.data.recipe import (
+    RENAMED_RECIPES,
     RecipeError,
     SampleRef,
     SamplingStrategy,
@@ -49,7 +50,19 @@ def rows(strategy: str, n: int, seed: int = 0, weight: float = 1.0) -> list[int]
 
 def test_shipped_recipes_exist():
     names = {p.name for p in RECIPES}
-    assert {"stage1.yaml", "stage1.5.yaml", "stage2_single_image.yaml", "stage2_onevision.yaml"} <= names
+    assert {"stage1.yaml", "stage1_5.yaml", "stage2_si.yaml", "stage2_ov.yaml", "video.yaml"} <= names
+
+
+@pytest.mark.parametrize("old, new", sorted(RENAMED_RECIPES.items()))
+def test_a_former_recipe_name_loads_the_renamed_file_with_a_note(old, new, caplog):
+    folder = RECIPES[0].parent
+    assert not (folder / old).exists() and (folder / new).is_file()
+    with caplog.at_level("WARNING", logger="onevision.data.recipe"):
+        recipe = load_recipe(folder / old, check_files=False, env={"DATA_ROOT": "/r"})
+    assert recipe.source == str(folder / new)
+    assert [r.getMessage() for r in caplog.records] == [f"data recipe {folder / old} was renamed {folder / new}; reading that"]
+    with pytest.raises(FileNotFoundError, match="recipe not found"):
+        load_recipe(folder / "stage9.yaml", check_files=False)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
@@ -69,7 +82,7 @@ def test_every_shipped_recipe_loads(path):
 
 
 def test_onevision_recipe_covers_three_scenarios():
-    recipe = load_recipe(RECIPES[[p.name for p in RECIPES].index("stage2_onevision.yaml")], check_files=False,
+    recipe = load_recipe(RECIPES[[p.name for p in RECIPES].index("stage2_ov.yaml")], check_files=False,
                          env={"DATA_ROOT": "/r"})
     names = [spec.name for spec in recipe.datasets]
     assert "m4_instruct" in names and "llava_hound_255k" in names

@@ -34,6 +34,16 @@ def test_each_stage_loads_with_debug_size_and_names_an_existing_data_recipe(name
     assert stage.optim.warmup_ratio == 0.03 and stage.optim.schedule == "cosine"
 
 
+
+def test_a_former_recipe_name_resolves_to_the_stage_named_file(caplog):
+    # data.recipe=data_recipes/stage2_onevision.yaml in an older config still trains on the same file.
+    with caplog.at_level("WARNING", logger="onevision.data.recipe"):
+        found = resolve_recipe("data_recipes/stage2_onevision.yaml")
+    assert found == resolve_recipe(load_stage("stage2_ov").data.recipe) and found.name == "stage2_ov.yaml"
+    assert "data recipe" in caplog.text and "was renamed" in caplog.text
+    with pytest.raises(FileNotFoundError, match="data recipe data_recipes/stage9.yaml not found"):
+        resolve_recipe("data_recipes/stage9.yaml")
+
 def test_stage_settings_follow_the_curriculum():
     s1, s15, si, ov, video = (load_stage(n) for n in ("stage1", "stage1_5", "stage2_si", "stage2_ov", "video"))
     assert s1.trainable == ["^projector\\."] and s1.optim.lr == 1e-3 and s1.model.init_from is None

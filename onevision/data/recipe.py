@@ -68,6 +68,24 @@ from onevision.data.records import Record, count_records, load_records, short
 
 logger = logging.getLogger(__name__)
 
+RENAMED_RECIPES = {
+    "stage1.5.yaml": "stage1_5.yaml",
+    "stage2_single_image.yaml": "stage2_si.yaml",
+    "stage2_onevision.yaml": "stage2_ov.yaml",
+    "stage_video.yaml": "video.yaml",
+}
+"""Former names of the shipped recipes (data_recipes/) -> their names now, equal to the stage names."""
+
+
+def renamed_recipe(path: str | os.PathLike) -> Path | None:
+    """The shipped recipe a former name now refers to (logged), or None when `path` is no former name."""
+    path = Path(path)
+    new_name = RENAMED_RECIPES.get(path.name)
+    if new_name is None or not path.with_name(new_name).is_file():
+        return None
+    logger.warning("data recipe %s was renamed %s; reading that", path, path.with_name(new_name))
+    return path.with_name(new_name)
+
 RECIPE_KEYS = ("datasets", "seed", "media_root")
 DATASET_KEYS = ("json_path", "sampling_strategy", "media_root", "weight", "name")
 STRATEGIES = ("all", "first", "end", "random")
@@ -508,6 +526,8 @@ def load_recipe(
         RecipeError: the YAML breaks the format (see `parse_recipe`).
     """
     path = Path(path)
+    if not path.is_file():
+        path = renamed_recipe(path) or path
     if not path.is_file():
         raise FileNotFoundError(f"recipe not found: {path}")
     data = _read_yaml(path)

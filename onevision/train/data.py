@@ -14,14 +14,12 @@ import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
 from onevision.budget import VisualSettings
 from onevision.data.batch_sampler import ModalityLengthBatchSampler
 from onevision.data.collate import Batch, CollateConfig, Collator
 from onevision.data.dataset import DataConfig, OneVisionDataset
 from onevision.data.loader import OneVisionLoader
-from onevision.data.recipe import load_recipe
+from onevision.data.recipe import load_recipe, renamed_recipe
 from onevision.train.config import DataSection
 from onevision.train.engine import Runtime
 from onevision.train.errors import DataFailure
@@ -32,7 +30,8 @@ SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def resolve_recipe(path: str) -> Path:
-    """A data recipe path as given, else relative to the source checkout.
+    """A data recipe path as given, else relative to the source checkout; a shipped recipe's
+    former name (`RENAMED_RECIPES`) gives its file now, with a one-line note.
 
     Raises:
         FileNotFoundError: found in neither place.
@@ -40,11 +39,12 @@ def resolve_recipe(path: str) -> Path:
     if not path:
         raise FileNotFoundError("data.recipe is empty; set it to a data mixture YAML (data_recipes/*.yaml)")
     given = Path(path).expanduser()
-    if given.is_file():
-        return given
     beside = SOURCE_ROOT / path
-    if not given.is_absolute() and beside.is_file():
-        return beside
+    places = [given] if given.is_absolute() else [given, beside]
+    found = next((place for place in places if place.is_file()), None)
+    found = found or next(filter(None, map(renamed_recipe, places)), None)
+    if found is not None:
+        return found
     raise FileNotFoundError(f"data recipe {path} not found (also tried {beside})")
 
 
