@@ -37,6 +37,11 @@ VARIANTS = {
     "cls-kept": {"vision_feature_select_strategy": "full"},
     "layer-list": {"vision_feature_layer": (-2, 0, -1)},
     "crop": {"visual": dataclasses.replace(preset("llava15-debug").visual, base_image="crop")},
+    # The other parts in transformers' llava: a SigLIP tower (no class token) and a Qwen2 decoder.
+    "siglip-qwen2": {
+        "vision_tower": "siglip", "vision_feature_select_strategy": "full", "text_model": "qwen2",
+        "vision": dataclasses.replace(preset("debug").vision, image_size=32), "text": preset("debug").text,
+    },
 }
 
 
@@ -60,7 +65,7 @@ def hf_token_count(config, width: int, height: int) -> int:
     side = config.vision.image_size
     processor = types.SimpleNamespace(
         patch_size=config.vision.patch_size,
-        num_additional_image_tokens=1,
+        num_additional_image_tokens=int(config.vision_tower == "clip"),
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         image_token="i",
     )
@@ -83,7 +88,7 @@ def test_placeholders_and_pixels_equal_transformers(variant, width, height):
     config = config_of(variant)
     plan = plan_sample([ImageMedia(width, height)], config.visual).items[0]
     assert plan.tokens == hf_token_count(config, width, height)
-    assert plan.tokens == 16 + (variant == "cls-kept")
+    assert plan.tokens == {"cls-kept": 17, "siglip-qwen2": 16}.get(variant, 16)
     image = random_image(width, height, seed=width)
     ours = preprocess_item(image, plan, config.vision.image_size, CLIP)
     theirs = hf_processor(config)(image, return_tensors="pt")["pixel_values"]

@@ -39,6 +39,7 @@ SYSTEMS = {
     "llava-v1": {"mm_projector_type": "linear"},
     "llava-1.5": {"mm_projector_type": "mlp2x_gelu", "image_aspect_ratio": "pad"},
     "cls_patch-layer-1": {"mm_projector_type": "mlp2x_gelu", "mm_vision_select_feature": "cls_patch", "mm_vision_select_layer": 1},
+    "mlp3x_gelu": {"mm_projector_type": "mlp3x_gelu", "image_aspect_ratio": "pad"},
 }
 
 
@@ -73,8 +74,11 @@ def build_original(root, system: str, seed: int = 0):
     fields = {"mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", **SYSTEMS[system]}
     if fields["mm_projector_type"] == "linear":
         projector = nn.Linear(TOWER["hidden_size"], LLAMA["hidden_size"])
-    else:
-        projector = nn.Sequential(nn.Linear(TOWER["hidden_size"], LLAMA["hidden_size"]), nn.GELU(), nn.Linear(LLAMA["hidden_size"], LLAMA["hidden_size"]))
+    else:  # multimodal_projector/builder.py for mlp{N}x_gelu
+        modules = [nn.Linear(TOWER["hidden_size"], LLAMA["hidden_size"])]
+        for _ in range(1, int(fields["mm_projector_type"][3])):
+            modules += [nn.GELU(), nn.Linear(LLAMA["hidden_size"], LLAMA["hidden_size"])]
+        projector = nn.Sequential(*modules)
     state = {k: v for k, v in llama.state_dict().items()}
     state.update({f"model.mm_projector.{k}": v for k, v in projector.state_dict().items()})
     folder = root / "llava"
