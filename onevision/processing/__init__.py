@@ -24,7 +24,7 @@ from onevision.processing.image import (
     square_tile,
 )
 from onevision.processing.normalize import CLIP, SIGLIP, TOWER_NORMALIZATION, ImageNormalization, normalize_tiles
-from onevision.processing.video import preprocess_video, video_tiles
+from onevision.processing.video_tiles import preprocess_video, video_tiles
 
 
 def preprocess_item(

@@ -41,7 +41,7 @@ from onevision.world.tasks import (
     tasks_for,
 )
 from onevision.world.text import caption, caption_pairs, world_texts
-from onevision.world.video import DIRECTIONS, Track, VideoScene, render_video
+from onevision.world.video_scene import DIRECTIONS, Track, VideoScene, render_video
 
 __all__ = [
     "BACKGROUND",

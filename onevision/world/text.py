@@ -22,7 +22,7 @@ from onevision.world.scene import (
     random_scene,
     render_scene,
 )
-from onevision.world.video import DIRECTIONS, moving_track
+from onevision.world.video_scene import DIRECTIONS, moving_track
 
 CAPTION_PROMPTS: tuple[str, ...] = (
     "Describe the image briefly.",

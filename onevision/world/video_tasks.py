@@ -14,7 +14,7 @@ import numpy as np
 from onevision.world.image_tasks import COLOUR_CHOICES, COUNT_CHOICES
 from onevision.world.sample import WorldSample
 from onevision.world.scene import QUADRANTS, SHAPES, WorldConfig, random_object, random_quadrants
-from onevision.world.video import (
+from onevision.world.video_scene import (
     DIRECTIONS,
     Track,
     VideoScene,
