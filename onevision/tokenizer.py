@@ -232,6 +232,49 @@ def train_small_tokenizer(
     return tokenizer
 
 
+def train_small_llama_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 1024,
+    save_dir: str | Path | None = None,
+    min_frequency: int = 2,
+) -> PreTrainedTokenizerFast:
+    """A small SentencePiece-style BPE laid out like the Llama / Vicuna tokenizers, for tiny LLaVA models.
+
+    As Llama's (legacy) tokenizer: ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2, a "▁" word marker with one
+    put in front of every text piece (also after a special token), BOS added by
+    ``add_special_tokens``, eos ``</s>``, pad ``<unk>`` (what the original LLaVA's v1 training
+    sets); ``<image>`` / ``<video>`` appended as special tokens (llava-hf adds ``<image>`` after the
+    vocabulary). Chat template: the original's ``vicuna_v1`` conversation. Characters the texts
+    never show map to ``<unk>``.
+    """
+    from onevision.data.conversations import CONVERSATION_TEMPLATES  # data imports this module, not the reverse at import time
+
+    llama_special = ["<unk>", "<s>", "</s>"]
+    backend = Tokenizer(BPE(unk_token="<unk>", fuse_unk=True))
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    trainer = BpeTrainer(
+        vocab_size=vocab_size - len(MEDIA_TOKENS), min_frequency=min_frequency, special_tokens=llama_special, show_progress=False
+    )
+    backend.train_from_iterator(texts, trainer)
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in MEDIA_TOKENS])
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<unk>",
+        image_token=IMAGE_TOKEN,
+        video_token=VIDEO_TOKEN,
+        chat_template=CONVERSATION_TEMPLATES["vicuna_v1"],
+    )
+    if save_dir is not None:
+        tokenizer.save_pretrained(save_dir)
+    return tokenizer
+
+
 def _single_token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
     ids = tokenizer.encode(token, add_special_tokens=False)
     if len(ids) != 1 or tokenizer.convert_ids_to_tokens(ids[0]) != token:

@@ -1,6 +1,6 @@
 """Conversation -> token ids and labels, with every visual placeholder expanded to its planned run.
 
-Two templates:
+Three kinds of template:
 
 * ``chatml`` (stages 1.5 and 2): the tokenizer's chat template, as inference renders it for the
   same checkpoint (`onevision.infer.prompt`; `onevision.train.model_init.load_tokenizer` sets
@@ -22,11 +22,18 @@ Two templates:
   generation prompt, the "\\n" after ``<|im_end|>`` and everything in system and user turns are
   -100 (the official code un-masks role tokens everywhere; see design.md). The spans come from
   the rendered text: each message is rendered prefix by prefix and the reply's place found by
-  rendering a stand-in reply, so no ``{% generation %}`` block is needed. Each message's piece
-  is tokenised on its own (every turn starts with a control token, so the pieces tokenise
-  exactly as the whole does).
-* ``plain`` (stage 1, LLaVA's alignment format): the sample's visual tokens, then the caption
-  (the first assistant reply) and eos; caption and eos supervised.
+  rendering a stand-in reply, so no ``{% generation %}`` block is needed. The whole rendering
+  is tokenised at once and each token labelled by whether it overlaps a supervised span, so a
+  template whose turns do not start with a control token (Vicuna's "USER: q ASSISTANT:", where
+  a Llama tokenizer's "▁A" carries the space of the turn before) is labelled as it tokenises.
+* ``vicuna_v1`` / ``llava_v1`` (the original LLaVA's stage 2 and eval,
+  `onevision.data.conversations`): the same, with the original's conversation as the template
+  and the tokenizer's BOS in front. The reply and its ``</s>`` are supervised; the labels come
+  from the rendered spans, so there is no "tokenization mismatch" case that masks a whole sample
+  (the original re-tokenises rounds and masks everything when the counts differ).
+* ``plain`` (stage 1, LLaVA's alignment format): [BOS,] the sample's visual tokens, then the
+  caption (the first assistant reply) and eos, or "\n" as the original (``plain_end``); caption
+  and its end supervised.
 
 Placeholders: each ``<image>`` / ``<video>`` in the text tokenises to its single special id,
 which is then replaced by a run of `plan.tokens` copies of that id (image items:
@@ -58,10 +65,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from onevision.data.control_text import ControlTextError, ControlTokens
+from onevision.data.conversations import PLAIN_SEPARATOR, conversation_template
 from onevision.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, image_token_id, video_token_id
 
 IGNORE_INDEX = -100
-TEMPLATES = ("chatml", "plain")
+CONVERSATIONS = ("vicuna_v1", "llava_v1")
+TEMPLATES = ("chatml", "plain", *CONVERSATIONS)
+PLAIN_ENDS = ("eos", "newline")
 IMAGE_POSITIONS = ("as_written", "first", "random")
 ROLE_NAMES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _PLACEHOLDER_RE = re.compile(re.escape(IMAGE_TOKEN) + "|" + re.escape(VIDEO_TOKEN))
@@ -76,17 +86,21 @@ class TemplateConfig:
     """How conversations become tokens; the `template:` block of data configs."""
 
     template: str = "chatml"
-    """'chatml' (the tokenizer's chat template, assistant replies supervised) or 'plain' (stage-1 captions)."""
+    """'chatml' (the tokenizer's chat template), 'vicuna_v1' / 'llava_v1' (the original LLaVA's conversations, `onevision.data.conversations`): assistant replies supervised; or 'plain' (stage-1 captions)."""
     max_length: int = 32768
     """Most tokens in one sample, visual tokens included."""
     image_position: str = "as_written"
     """Where a user turn's placeholders go: 'as_written', 'first' (before the text) or 'random' (seeded: before or after)."""
     system_prompt: str | None = None
     """System prompt for records without one; None keeps the template's default ("You are a helpful assistant.")."""
+    plain_end: str = "eos"
+    """What closes a 'plain' caption (supervised): 'eos', or 'newline' (conv_llava_plain's sep, as the original LLaVA's preprocess_plain)."""
 
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:
             raise ValueError(f"template must be one of {TEMPLATES}, got {self.template!r}")
+        if self.plain_end not in PLAIN_ENDS:
+            raise ValueError(f"plain_end must be one of {PLAIN_ENDS}, got {self.plain_end!r}")
         if self.image_position not in IMAGE_POSITIONS:
             raise ValueError(f"image_position must be one of {IMAGE_POSITIONS}, got {self.image_position!r}")
         if self.max_length < 1:
@@ -227,10 +241,14 @@ class ChatEncoder:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos token; the plain template ends captions with it")
         self.typed = False
-        if self.config.template == "chatml":
-            if not tokenizer.chat_template:
+        # The original LLaVA tokenises its conversations with the tokenizer's BOS in front (masked).
+        bos = tokenizer.bos_token_id
+        self.bos = [bos] if bos is not None and self.config.template in ("plain", *CONVERSATIONS) else []
+        self.chat_template = conversation_template(self.config.template) or tokenizer.chat_template
+        if self.config.template != "plain":
+            if not self.chat_template:
                 raise ValueError("the tokenizer has no chat template; build it with onevision.tokenizer")
-            self.typed = not renders_strings(tokenizer, tokenizer.chat_template)
+            self.typed = not renders_strings(tokenizer, self.chat_template)
             try:
                 self._render([{"role": normalize_role(role), "content": text} for role, text in _PROBE], "")
             except SkipSample as error:
@@ -265,14 +283,23 @@ class ChatEncoder:
             escape = self.controls.escape_for(m["content"] for m in messages)
             escaped = [{**m, "content": escape(m["content"], keep_placeholders=m["role"] != "assistant")} for m in messages]
             pieces, spans = self._render(escaped, where)
-            encoded = self.controls.tokenize(pieces, escape)
+            ids, offsets = self.controls.tokenize(["".join(pieces)], escape)[0]
         except ControlTextError as error:
             raise SkipSample(f"{where}{error}") from None
         queue = list(items)
         turn_ids, turn_labels = [], []
-        for (ids, offsets), turn_spans in zip(encoded, spans):
-            ids_out, labels_out = [], []
-            for token, (start, end) in zip(ids, offsets):
+        starts = [0]
+        for piece in pieces:
+            starts.append(starts[-1] + len(piece))
+        at = 0
+        for k, turn_spans in enumerate(spans):
+            ids_out, labels_out = ([], []) if k else (list(self.bos), [IGNORE_INDEX] * len(self.bos))
+            turn_spans = [(starts[k] + a, starts[k] + b) for a, b in turn_spans]
+            # A token belongs to the turn its first character is in (a Llama token may carry the
+            # space that ends the turn before it: "q ASSISTANT" -> "▁q", "▁A", ...).
+            while at < len(ids) and offsets[at][0] < starts[k + 1]:
+                token, (start, end) = ids[at], offsets[at]
+                at += 1
                 if token in (self.image_token_id, self.video_token_id):
                     run = queue.pop(0).tokens
                     ids_out.extend([token] * run)
@@ -333,12 +360,14 @@ class ChatEncoder:
             raise SkipSample(f"{where}the text uses every private-use character; the reply cannot be located")
         conversation = [{"role": m["role"], "content": self._content(m)} for m in messages]
         replies = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
-        apply = self.tokenizer.apply_chat_template
+        def apply(conversations: list, **kwargs) -> list[str]:
+            return self.tokenizer.apply_chat_template(conversations, chat_template=self.chat_template, tokenize=False, **kwargs)
+
         stand_in_reply = {"role": "assistant", "content": self._content({"role": "assistant", "content": stand_in})}
         prefixes = [conversation[: k + 1] for k in range(len(messages))] + [conversation[:k] + [stand_in_reply] for k in replies]
-        rendered = apply(prefixes, tokenize=False)
+        rendered = apply(prefixes)
         rendered, probes = rendered[: len(messages)], rendered[len(messages):]
-        prompts = apply([conversation[:k] for k in replies], tokenize=False, add_generation_prompt=True) if replies else []
+        prompts = apply([conversation[:k] for k in replies], add_generation_prompt=True) if replies else []
         pieces, spans, done = [], [], ""
         for k, text in enumerate(rendered):
             if not text.startswith(done):
@@ -358,7 +387,13 @@ class ChatEncoder:
             closing = self.controls.pattern.match(tail)
             if closing is None or closing.group(0) not in self.controls.ids or closing.group(0) in (IMAGE_TOKEN, VIDEO_TOKEN):
                 raise SkipSample(f"{where}the chat template does not close assistant turn {k} with a control token (it writes {tail[:20]!r})")
+            # Train as asked: the generation prompt opens the reply. Where the template's own header
+            # extends it (Vicuna asks with "ASSISTANT:" and writes "ASSISTANT: reply"), the header
+            # is kept: that space is the start of the reply's first token ("▁reply"), as the model
+            # generates it after the prompt.
             opening = prompt[len(done):]
+            if header.startswith(opening):
+                opening = header
             pieces.append(opening + reply + tail)
             spans.append([(len(opening), len(opening) + len(reply) + closing.end())])
             done = text
@@ -402,19 +437,27 @@ class ChatEncoder:
         return Encoded(input_ids, labels, dropped_turns=len(messages) - cut)
 
     def _encode_plain(self, messages: list[dict], items: Sequence[Any], where: str) -> Encoded:
-        """LLaVA's stage-1 format: visual runs, caption, eos (caption and eos supervised)."""
+        """LLaVA's stage-1 format: [BOS,] visual runs, caption, eos or "\\n" (caption and its end supervised).
+
+        The original's preprocess_plain (haotian-liu/LLaVA llava/train/train.py at c121f043)
+        tokenises "<image>" + caption + "\\n" with the tokenizer's BOS in front and masks BOS and
+        image; ``plain_end='newline'`` with a BOS tokenizer gives exactly those ids and labels.
+        """
         user = next((m for m in messages if m["role"] == "user"), None)
         reply = next((m for m in messages if m["role"] == "assistant"), None)
         if user is None or reply is None:
             raise SkipSample(f"{where}the plain template needs a user turn and an assistant reply")
         self._check_placeholders(placeholder_kinds([user["content"]]), items, where)
-        ids, labels = [], []
+        ids, labels = list(self.bos), [IGNORE_INDEX] * len(self.bos)
         for item in items:
             token = self.video_token_id if item.kind == "video" else self.image_token_id
             ids.extend([token] * item.tokens)
             labels.extend([IGNORE_INDEX] * item.tokens)
         try:
-            caption = self.controls.plain(reply["content"]) + [self.tokenizer.eos_token_id]
+            if self.config.plain_end == "newline":
+                caption = self.controls.plain(reply["content"] + PLAIN_SEPARATOR)
+            else:
+                caption = self.controls.plain(reply["content"]) + [self.tokenizer.eos_token_id]
         except ControlTextError as error:
             raise SkipSample(f"{where}{error}") from None
         if len(ids) + len(caption) > self.config.max_length:
