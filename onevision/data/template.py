@@ -20,8 +20,8 @@ Three kinds of template:
   prompt (LLaVA-NeXT trained these models on ``qwen_1_5``, which writes the latter too).
   Labels: the reply and the control token that closes it (``<|im_end|>``) are supervised; the
   generation prompt, the "\\n" after ``<|im_end|>`` and everything in system and user turns are
-  -100 (the official code un-masks role tokens everywhere; see design.md). The spans come from
-  the rendered text: each message is rendered prefix by prefix and the reply's place found by
+  -100 (the official code un-masks role tokens everywhere; docs/architecture.md, "Label
+  masking"). The spans come from the rendered text: each message is rendered prefix by prefix and the reply's place found by
   rendering a stand-in reply, so no ``{% generation %}`` block is needed. The whole rendering
   is tokenised at once and each token labelled by whether it overlaps a supervised span, so a
   template whose turns do not start with a control token (Vicuna's "USER: q ASSISTANT:", where

@@ -1,7 +1,7 @@
 """Attention for packed training rows: flash kernels on CUDA, SDPA sample by sample on CPU.
 
 A packed row holds several samples back to back; `position_ids` restart at 0 at each sample
-start and no sample may attend into another (design.md, "Attention"). Back-ends:
+start and no sample may attend into another (docs/architecture.md, "Packed sequences"). Back-ends:
 
 * ``flash_attention_2`` (the flash-attn package, CUDA): transformers' own integration; we pass
   `cu_seq_lens_q/k` and `max_length_q/k` so it runs `flash_attn_varlen_func` directly.

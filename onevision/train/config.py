@@ -2,8 +2,8 @@
 
 A stage recipe (`onevision/train/stages/*.yaml`) is the serialised form of `StageConfig`: which
 data mixture, which parameters train and at what learning rate, the schedule, the visual
-settings and where the weights come from. Stages are data, not code branches (house style 6):
-the same `train()` runs all of them.
+settings and where the weights come from. Stages are data, not code branches
+(docs/architecture.md, "Stages are recipes"): the same `train()` runs all of them.
 
 Every numeric field is range-checked and every field type-checked when a config loads
 (`validate.py`); errors name the field (``optim.lr: must be a finite number > 0, got nan``).

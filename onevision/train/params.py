@@ -3,8 +3,8 @@
 Stages name trainable parameters by regex (`StageConfig.trainable`, e.g. '^projector\\.' for
 stage 1) and give some of them their own learning rate (`optim.groups`, e.g. the vision tower
 at 2e-6 while the rest trains at 1e-5). Names are those of `OneVisionModel.named_parameters()`
-(see notes/contract.md); LoRA adds `...q_proj.lora_A.default.weight`-style names and moves the
-wrapped weight to `...q_proj.base_layer.weight`.
+(docs/architecture.md, "State-dict contract"); LoRA adds `...q_proj.lora_A.default.weight`-
+style names and moves the wrapped weight to `...q_proj.base_layer.weight`.
 
 The LoRA adapters (`lora.py`) stay trainable next to `lora.trainable` (`apply_trainable`'s `keep`).
 """
@@ -38,8 +38,8 @@ class GroupSummary:
 def never_used(model: nn.Module) -> set[str]:
     """Parameters no forward pass reads: the tower's post_layernorm and layers past the feature layer.
 
-    Features come from a hidden layer before `post_layernorm` (design.md, "Model"), so these
-    never get a gradient; DDP would stop on them and the optimizer would carry them for nothing.
+    Features come from a hidden layer before `post_layernorm` (docs/architecture.md, "Model"), so
+    these never get a gradient; DDP would stop on them and the optimizer would carry them for nothing.
     """
     prefix = "vision_tower.vision_model."
     depth = getattr(model.vision_tower, "depth", None)
