@@ -29,3 +29,20 @@ def test_llava15_debug_trains_exports_and_continues(tiny):  # noqa: F811
         run_stage(load_stage("stage1_5", following + [f"model.init_from={first.export_dir}"]))
     second = run_stage(load_stage("stage1_5", following + [f"model.init_from={first.export_dir}", "visual.single_image=base"]))
     assert second.export_dir is not None and len(second.losses) == 1
+
+
+def test_stage1_starts_llava15_from_vicuna_and_clip_folders(tiny, tmp_path):  # noqa: F811
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)).save_pretrained(tmp_path / "vicuna")
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2, image_size=32, patch_size=8)
+    CLIPVisionModel(CLIPVisionConfig(**tower)).save_pretrained(tmp_path / "clip")
+    overrides = [o for o in debug_overrides(tmp_path / "runs", tiny["recipe"], tiny["tokenizer"], steps=1) if not o.startswith("model.size")]
+    parts = [f"model.llm_dir={tmp_path / 'vicuna'}", f"model.vision_dir={tmp_path / 'clip'}", "model.family=llava15"]
+    result = run_stage(load_stage("stage1", overrides + parts))
+    model = load_checkpoint(result.export_dir, progress=False)
+    config = model.config
+    assert (config.vision_tower, config.text_model, config.vision.num_hidden_layers, config.video_token_id) == ("clip", "llama", 2, None)
+    assert config.text.vocab_size > 300 and model.image_newline is None  # grown to the tokenizer

