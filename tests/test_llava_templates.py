@@ -141,3 +141,26 @@ def test_prompt_is_the_training_prefix(tokenizer):
 def test_unknown_plain_end_is_refused():
     with pytest.raises(ValueError, match="plain_end"):
         TemplateConfig(template="plain", plain_end="tab")
+
+
+def test_an_original_llava_folder_is_asked_in_vicuna_v1_as_it_trains(tokenizer, tmp_path):
+    """Inference on a `llava_llama` folder renders the prompt stage 2 trains on (BOS included)."""
+    import torch
+
+    from onevision.budget import ImageMedia, plan_sample
+    from onevision.checkpoint.llava_original import save_original
+    from onevision.infer.pipeline import OneVision
+    from onevision.model import OneVisionModel
+    from onevision.train.model_init import fresh_config
+
+    torch.manual_seed(0)
+    model = OneVisionModel(fresh_config("llava15-debug", tokenizer))
+    save_original(model, tmp_path / "orig", progress=False)
+    tokenizer.save_pretrained(tmp_path / "orig")
+    pipeline = OneVision.from_pretrained(tmp_path / "orig")
+    assert pipeline.config.prompt_format == "vicuna_v1"
+    plan = plan_sample([ImageMedia(32, 32)], model.config.visual).items[0]
+    prompt = pipeline.encoder.encode([("user", TURNS[0][1])], [plan]).tolist()
+    trained = ChatEncoder(tokenizer, TemplateConfig(template="vicuna_v1")).encode(TURNS[:2], [plan])
+    first = next(k for k, label in enumerate(trained.labels) if label != IGNORE_INDEX)
+    assert prompt == trained.input_ids[:first]

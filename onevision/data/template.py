@@ -241,9 +241,9 @@ class ChatEncoder:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos token; the plain template ends captions with it")
         self.typed = False
-        # The original LLaVA tokenises its conversations with the tokenizer's BOS in front (masked).
-        bos = tokenizer.bos_token_id
-        self.bos = [bos] if bos is not None and self.config.template in ("plain", *CONVERSATIONS) else []
+        # What the tokenizer puts in front of any text (a Llama BOS; nothing for Qwen2), masked: the
+        # original LLaVA and transformers' processors tokenise with it, and so does inference here.
+        self.bos = list(tokenizer("", add_special_tokens=True)["input_ids"])
         self.chat_template = conversation_template(self.config.template) or tokenizer.chat_template
         if self.config.template != "plain":
             if not self.chat_template:

@@ -13,7 +13,8 @@ format detected) with the tokenizer files saved beside it. Prompts are rendered 
 checkpoint's own references render them (`onevision.infer.prompt`): a transformers-layout folder
 with the chat template it carries (the released llava-hf folders' typed-parts template included,
 so the ids equal `AutoProcessor.from_pretrained(folder)`'s), an original LLaVA-NeXT folder with
-LLaVA-NeXT's qwen_1_5 conversation. `InferenceConfig.prompt_format` overrides the choice. A batch mixes scenarios freely: every
+LLaVA-NeXT's qwen_1_5 conversation, an original LLaVA `llava_llama` folder with vicuna_v1
+(as LLaVA-1.5's eval scripts). `InferenceConfig.prompt_format` overrides the choice. A batch mixes scenarios freely: every
 request is planned and encoded on its own, the prompts are left-padded and decoded together with
 a KV cache (`onevision.model.generate`), each stopping at `<|im_end|>`.
 
@@ -75,7 +76,7 @@ class InferenceConfig:
     system_prompt: str | None = None
     """System turn for requests without one; None keeps the chat template's default."""
     prompt_format: str = "auto"
-    """'auto' (from the checkpoint's layout), 'chat_template' or 'qwen_1_5'; see `onevision.infer.prompt`."""
+    """'auto' (from the checkpoint's layout), 'chat_template', 'qwen_1_5', 'vicuna_v1' or 'llava_v1'; see `onevision.infer.prompt`."""
     num_frames: int | None = None
     """Frames sampled uniformly per video; None: the checkpoint's `visual.frames_upbound`."""
     video_backend: str = "auto"
@@ -269,7 +270,8 @@ class OneVision:
         layout = detect_format(path)  # a missing folder or an unknown format says so before the tokenizer is looked for
         config = config or InferenceConfig()
         if config.prompt_format == "auto":
-            config = dataclasses.replace(config, prompt_format="qwen_1_5" if layout == "llava-next" else "chat_template")
+            formats = {"llava-next": "qwen_1_5", "llava-original": "vicuna_v1"}  # as the originals' eval asks them
+            config = dataclasses.replace(config, prompt_format=formats.get(layout, "chat_template"))
         chat_template = read_chat_template(path)
         if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
             if chat_template is None and tokenizer is not None:

@@ -17,8 +17,15 @@ it from the checkpoint's layout, `InferenceConfig.prompt_format` overrides):
   trained and evaluated with): "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n",
   then "<|im_start|>role\ntext<|im_end|>\n" per turn and "<|im_start|>assistant\n", whatever
   template the tokenizer carries.
+* 'vicuna_v1' (original LLaVA `llava_llama` folders; 'llava_v1' on request): the original
+  LLaVA's conversation (`onevision.data.conversations`), as its eval scripts ask LLaVA-1.5
+  (scripts/v1_5/eval/*.sh: ``--conv-mode vicuna_v1``): "<system> USER: <image>\nq ASSISTANT:".
+  transformers `llava` folders (llava-hf) use their own chat template ('chat_template':
+  "USER: <image>\n... ASSISTANT:", no system turn).
 
-The generation prompt `<|im_start|>assistant\n` ends every prompt. The rendered text is split at
+The template's generation prompt ends every prompt (`<|im_start|>assistant\n`, "ASSISTANT:"). A
+tokenizer that puts ids in front of every text (a Llama BOS) gets them in front of the prompt, as
+transformers' processor and the original's `tokenizer_image_token` tokenise it. The rendered text is split at
 its `<image>` / `<video>` placeholders; the text pieces are tokenised and each placeholder
 becomes a run of `plan.tokens` copies of the model's `image_token_id` / `video_token_id`.
 Splitting before tokenising means the placeholder ids come from the model config, so a tokenizer
@@ -47,11 +54,12 @@ from typing import Sequence
 import torch
 
 from onevision.data.control_text import ControlTokens, Escape
+from onevision.data.conversations import CONVERSATION_TEMPLATES
 from onevision.data.template import renders_strings, typed_parts  # shared with training, so both render alike
 from onevision.tokenizer import CHATML_TEMPLATE, DEFAULT_SYSTEM_PROMPT, IM_END, IM_START, IMAGE_TOKEN, VIDEO_TOKEN
 
 PLACEHOLDER = re.compile(re.escape(IMAGE_TOKEN) + "|" + re.escape(VIDEO_TOKEN))
-PROMPT_FORMATS = ("auto", "chat_template", "qwen_1_5")
+PROMPT_FORMATS = ("auto", "chat_template", "qwen_1_5", *CONVERSATION_TEMPLATES)
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -127,7 +135,7 @@ class PromptEncoder:
             llava-hf template).
         chat_template: the template to render with ('chat_template' format); None: the
             tokenizer's, else `CHATML_TEMPLATE`.
-        prompt_format: 'chat_template' or 'qwen_1_5' (see the module docstring); 'auto' means
+        prompt_format: 'chat_template', 'qwen_1_5', 'vicuna_v1' or 'llava_v1' (see the module docstring); 'auto' means
             'chat_template' here (`OneVision.from_pretrained` resolves it from the layout).
 
     Raises:
@@ -151,8 +159,12 @@ class PromptEncoder:
         self.system_prompt = system_prompt
         self.prompt_format = "chat_template" if prompt_format == "auto" else prompt_format
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None) or CHATML_TEMPLATE
+        if self.prompt_format in CONVERSATION_TEMPLATES:
+            self.chat_template = CONVERSATION_TEMPLATES[self.prompt_format]
         self.typed = self.prompt_format == "chat_template" and not renders_strings(tokenizer, self.chat_template)
         self.controls = ControlTokens(tokenizer)
+        self.prefix = list(tokenizer("", add_special_tokens=True)["input_ids"])
+        """Ids the tokenizer puts in front of any text (a Llama BOS; none for Qwen2)."""
 
     def render(self, turns: Sequence[tuple[str, str]]) -> str:
         """The prompt text: every turn, then the assistant's generation prompt."""
@@ -195,7 +207,7 @@ class PromptEncoder:
             raise ValueError(
                 f"the prompt's placeholders {kinds} do not match the request's media {item_kinds}"
             )
-        ids: list[int] = []
+        ids: list[int] = list(self.prefix)
         for k, (piece_ids, _) in enumerate(self.controls.tokenize(pieces, escape)):
             ids.extend(piece_ids)
             if k < len(plans):

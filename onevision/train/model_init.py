@@ -77,10 +77,13 @@ def start_chat_template(section: ModelSection, tokenizer) -> str:
     """
     from onevision.checkpoint import detect_format
     from onevision.checkpoint.files import read_chat_template
+    from onevision.data.conversations import CONVERSATION_TEMPLATES
     from onevision.tokenizer import CHATML_TEMPLATE
 
     if detect_format(section.init_from) == "llava-next":
         return CHATML_TEMPLATE
+    if detect_format(section.init_from) == "llava-original":  # asked in vicuna_v1, as the original's eval
+        return CONVERSATION_TEMPLATES["vicuna_v1"]
     template = read_chat_template(section.init_from)
     if template is None and section.tokenizer not in ("qwen2", "auto"):
         template = read_chat_template(section.tokenizer)
