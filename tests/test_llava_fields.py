@@ -131,3 +131,20 @@ def test_unknown_keys_are_named_in_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         load_checkpoint(tmp_path, progress=False)
     assert "shiny_new_field" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("do_pad", False), ("size", {"height": 32, "width": 32}), ("crop_size", {"height": 24, "width": 24}), ("do_center_crop", False)],
+)
+def test_preprocessor_fields_that_change_pixels_are_checked(tmp_path, field, value):
+    from onevision.checkpoint.llava_hf import save_llava_hf
+    from onevision.model.onevision import OneVisionModel
+
+    save_llava_hf(OneVisionModel(preset("llava15-debug")), tmp_path, progress=False)
+    data = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert data["do_pad"] is True  # LLaVA-1.5 pads to a square
+    data[field] = value
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=field):
+        load_checkpoint(tmp_path, progress=False)

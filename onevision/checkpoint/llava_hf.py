@@ -201,14 +201,23 @@ def read_llava_hf_config(folder: str | Path) -> ModelConfig:
 
 
 def check_processor(processor: dict, config: ModelConfig, where: str) -> None:
-    """Refuse a preprocessor config whose geometry differs from what the planner assumes (named)."""
+    """Refuse a preprocessor config whose pixels differ from what the planner and `onevision.processing`
+    make of `config.visual` (each field named): shortest side to the tower's size, centre crop of
+    that size, padding to a square exactly when base_image is 'pad'."""
     side = config.vision.image_size
     crop = processor.get("crop_size") or {}
     size = processor.get("size") or {}
-    if processor.get("do_center_crop", True) and crop and (crop.get("height"), crop.get("width")) != (side, side):
+    if not processor.get("do_resize", True) or not processor.get("do_center_crop", True):
+        raise CheckpointError(f"{where}: do_resize and do_center_crop must be true (the tower takes {side}x{side} pixels)")
+    if crop and (crop.get("height"), crop.get("width")) != (side, side):
         raise CheckpointError(f"{where}: crop_size {crop} is not the tower's {side}x{side}")
-    if size and size.get("shortest_edge", side) != side:
-        raise CheckpointError(f"{where}: size {size} is not shortest_edge {side} (the tower's input)")
+    if (size and set(size) != {"shortest_edge"}) or size.get("shortest_edge", side) != side:
+        raise CheckpointError(f"{where}: size {size} is not {{'shortest_edge': {side}}} (the tower's input)")
+    if bool(processor.get("do_pad", False)) != (config.visual.base_image == "pad"):
+        raise CheckpointError(
+            f"{where}: do_pad {processor.get('do_pad', False)!r} disagrees with the config's visual.base_image "
+            f"{config.visual.base_image!r} (pad to a square exactly when 'pad')"
+        )
 
 
 def read_llava_hf(folder: str | Path) -> Checkpoint:

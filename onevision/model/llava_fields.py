@@ -9,6 +9,7 @@ transformers' fields and fails on one that is in none of the lists.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Callable
 
 from onevision.model.config import TextConfig, VisionConfig
@@ -79,11 +80,11 @@ def llama_text_from_hf(llama, where: str = "text_config.") -> TextConfig:
         ValueError: a refused field holds a value we do not support (named as `where` + field).
     """
     _check_refused(llama, LLAMA_REFUSED, where)
-    # text_from_hf reads Qwen2's field names; the sliding-window ones Llama lacks take their defaults.
-    for name, value in (("use_sliding_window", False), ("sliding_window", None), ("max_window_layers", 28), ("layer_types", None)):
-        if not hasattr(llama, name):
-            setattr(llama, name, value)
-    return text_from_hf(llama, where)
+    # text_from_hf reads Qwen2's field names: Llama's own, plus the sliding-window ones at their
+    # "off" values (ModelConfig refuses any other for a Llama decoder).
+    fields = {name: getattr(llama, name) for name in LLAMA_HONOURED}
+    fields.update(use_sliding_window=False, sliding_window=None, max_window_layers=TextConfig.max_window_layers, layer_types=None, head_dim=None)
+    return text_from_hf(SimpleNamespace(**fields), where)
 
 
 def clip_vision_from_hf(clip, where: str = "vision_config.") -> VisionConfig:
