@@ -200,3 +200,16 @@ def test_tokens_command_counts_per_family(capsys):
         assert main(["tokens", "--model-size", size, "--image", "640x480", "--json"]) == 0
         totals[size] = json.loads(capsys.readouterr().out)["total"]
     assert totals == {"llava15-7b": 576, "llava-v1-7b": 256, "0.5b": 2929}
+
+
+@pytest.mark.parametrize("name", ["llava15-debug", "llava-v1-debug", "cls-kept", "layer-list", "siglip-qwen2"])
+def test_planned_tokens_are_the_tokens_produced(name):
+    config = preset(name) if name in ("llava15-debug", "llava-v1-debug") else config_of(name)
+    model = OneVisionModel(config).eval()
+    images = [random_image(w, h, seed=w) for w, h in SIZES]
+    for group in ([images[0]], images):  # one image, then a set: each its base tokens, no newline
+        plan = plan_sample([ImageMedia(im.width, im.height) for im in group], config.visual)
+        pixels = torch.cat([preprocess_item(im, item, config.vision.image_size, CLIP) for im, item in zip(group, plan.items)])
+        with torch.no_grad():
+            produced, videos = model.encode_visual(VisualBatch(pixels, list(plan.items)))
+        assert produced.shape[0] == plan.total == len(group) * config.visual.base_tokens and videos.shape[0] == 0
