@@ -166,3 +166,16 @@ def test_refused_original_field_is_named(tmp_path, field, value):
 def test_original_refuses_what_it_cannot_express(tmp_path):
     with pytest.raises(CheckpointError, match="vision_tower='siglip'.*use_image_newline=True"):
         save_original(OneVisionModel(preset("debug")), tmp_path / "ov", progress=False)
+
+
+def test_tower_named_by_hub_id_needs_its_folder(tmp_path, caplog):
+    folder, *_ = build_original(tmp_path, "llava-1.5")
+    data = json.loads((folder / "config.json").read_text())
+    data["mm_vision_tower"] = "openai/clip-vit-large-patch14-336"
+    data["shiny_new_field"] = 1
+    (folder / "config.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="mm_vision_tower 'openai/clip-vit-large-patch14-336' is no CLIP folder here"):
+        load_checkpoint(folder, progress=False)
+    model = load_checkpoint(folder, vision_dir=tmp_path / "clip", progress=False)
+    assert model.config.vision.num_hidden_layers == TOWER["num_hidden_layers"]
+    assert "shiny_new_field" in caplog.text
