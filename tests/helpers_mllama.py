@@ -77,6 +77,16 @@ def our_inputs(config: MllamaModelConfig, input_ids: torch.Tensor, images: list[
     }
 
 
+def spread_weights(model: torch.nn.Module, seed: int = 0, std: float = 0.15) -> None:
+    """Redraw every weight with a larger spread than transformers' init (std 0.02), so that
+    activations, and with them every config field and every mismatch, move the logits."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator) * std
+            parameter.copy_(1 + noise if "norm" in name and parameter.dim() == 1 else noise)
+
+
 def open_gates(model: torch.nn.Module, value: float = 0.7) -> None:
     """Give every cross-attention gate a non-zero value, so images change the logits."""
     with torch.no_grad():

@@ -12,7 +12,7 @@ import copy
 
 import pytest
 import torch
-from helpers_mllama import IMAGE, llama3_tokenizer, open_gates, our_inputs, random_image
+from helpers_mllama import IMAGE, llama3_tokenizer, open_gates, our_inputs, random_image, spread_weights
 from helpers_model import single_thread  # noqa: F401  (autouse fixture)
 from transformers import MllamaForConditionalGeneration, MllamaProcessor
 from transformers.models.mllama.image_processing_pil_mllama import (
@@ -61,6 +61,7 @@ def processor(tokenizer):
 def model():
     torch.manual_seed(0)
     model = MllamaVLM(CONFIG).eval()
+    spread_weights(model)
     open_gates(model)
     return model
 
@@ -162,6 +163,7 @@ def test_ours_saved_loads_in_transformers(tmp_path, model, tokenizer):
 def test_transformers_saved_loads_in_ours(tmp_path, tokenizer):
     torch.manual_seed(1)
     theirs = MllamaForConditionalGeneration(CONFIG.to_hf()).eval()
+    spread_weights(theirs, seed=1)
     open_gates(theirs, -0.4)
     theirs.save_pretrained(tmp_path)
     ours = load_mllama(tmp_path)
@@ -195,6 +197,8 @@ def test_greedy_generation_matches_transformers(tmp_path, model, tokenizer, proc
     inputs = our_inputs(CONFIG, batch["input_ids"], images)
     mine = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **inputs, **settings)
     assert torch.equal(mine, expected) and mine.shape[1] == batch["input_ids"].shape[1] + 6
+    blind = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **settings)
+    assert not torch.equal(blind, mine)  # the images steer the answer
 
 
 def test_closed_gates_give_the_bare_decoder():

@@ -6,7 +6,8 @@
 
 - honoured: a field of our dataclasses, handed back to transformers by the same name, so it
   acts exactly as in transformers (the modules are transformers' own);
-- refused: we support some values only; another raises `ValueError` naming the field;
+- refused: we support one value only, or (`*_CONSTRAINTS`, on honoured fields) some values
+  only; another raises `ValueError` naming the field;
 - inert: cannot change tiles, tokens or logits; each carries a one-line reason.
 
 tests/test_mllama_fields.py enumerates the installed transformers' fields and fails on one that
@@ -126,6 +127,7 @@ class MllamaModelConfig:
         _check(hf, TOP_REFUSED, where)
         _check(hf.text_config, TEXT_REFUSED, where + "text_config.")
         _check(hf.vision_config, VISION_REFUSED, where + "vision_config.")
+        _check(hf.vision_config, VISION_CONSTRAINTS, where + "vision_config.")
         text = {name: getattr(hf.text_config, name) for name in TEXT_HONOURED}
         text["cross_attention_layers"] = tuple(text["cross_attention_layers"])
         if text["rope_parameters"] == DEFAULT_ROPE:
@@ -176,8 +178,11 @@ TEXT_REFUSED: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
 }
 VISION_REFUSED: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
     "num_channels": (lambda v, c: v == 3, "must be 3: pixels are RGB"),
-    "image_size": (lambda v, c: _is_int(v) and v % c.patch_size == 0 if _is_int(c.patch_size) else False, "must be one int, a multiple of patch_size (square tiles)"),
+}
+# Honoured fields that the planner or the pixels read too, with the values they support.
+VISION_CONSTRAINTS: dict[str, tuple[Callable[[Any, Any], bool], str]] = {
     "patch_size": (lambda v, c: _is_int(v), "must be one int (square patches)"),
+    "image_size": (lambda v, c: _is_int(v) and v % c.patch_size == 0, "must be one int, a multiple of patch_size (square tiles)"),
     # The processor numbers aspect ratios from its own list (get_all_supported_aspect_ratios);
     # a model trained on another list would read other ids for the same arrangement.
     "supported_aspect_ratios": (
