@@ -12,17 +12,26 @@ tokens and the same chat template:
 * `train_small_tokenizer` trains a small byte-level BPE on given texts, for tiny models that
   must train in seconds.
 
+`load_tokenizer` is the one loader every caller uses (training, inference, the CLI, the demo):
+'qwen2' builds the tokenizer above, anything else is a folder read with `AutoTokenizer`
+without transformers' noise about the folder's model config. `check_tokenizer` is the one
+check that a tokenizer fits a model (placeholder ids, vocabulary rows).
+
 This module is the one place that names the special tokens and the chat template; everything
 else imports them from here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.resources
+import logging
 import os
+import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -293,3 +302,74 @@ def image_token_id(tokenizer: PreTrainedTokenizerFast) -> int:
 def video_token_id(tokenizer: PreTrainedTokenizerFast) -> int:
     """Id of ``<video>`` in `tokenizer` (151647 for Qwen2). Raises ValueError if it is not one token."""
     return _single_token_id(tokenizer, VIDEO_TOKEN)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+"""A folder holding any of these holds a tokenizer."""
+
+
+class TokenizerNotFound(FileNotFoundError):
+    """A folder without tokenizer files where a tokenizer was expected."""
+
+
+# transformers' messages when AutoTokenizer reads an original LLaVA-NeXT config.json to pick a
+# tokenizer class: its model_type ('llava_qwen') is unknown there, and its `"rope_scaling": null`
+# goes through a deprecated setter. Neither touches the tokenizer; the model's config is read
+# by `onevision.checkpoint.llava_next`, which drops rope_scaling as LLaVA-NeXT does.
+_HARMLESS_CONFIG_LOG = "You are using a model of type"
+_HARMLESS_CONFIG_WARNING = "`rope_scaling` is deprecated"
+
+
+@contextlib.contextmanager
+def quiet_config_reading():
+    """Silence only the two transformers messages above, only while a tokenizer is loaded."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_HARMLESS_CONFIG_LOG)
+
+    logger = logging.getLogger("transformers.configuration_utils")
+    logger.addFilter(keep)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=re.escape(_HARMLESS_CONFIG_WARNING), category=FutureWarning)
+            yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def load_tokenizer(source: str | os.PathLike) -> PreTrainedTokenizerFast:
+    """The string 'qwen2': `build_qwen2_tokenizer()`; else the tokenizer saved in the folder
+    `source` (transformers' AutoTokenizer, nothing downloaded).
+
+    Raises:
+        TokenizerNotFound: the folder holds none of `TOKENIZER_FILES`.
+    """
+    if isinstance(source, str) and source == "qwen2":
+        return build_qwen2_tokenizer()
+    folder = Path(source)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise TokenizerNotFound(
+            f"no tokenizer in {folder}: looked for {', '.join(TOKENIZER_FILES)}. Save one beside the weights "
+            "(onevision.checkpoint.save_hf(model, folder, tokenizer=...) or tokenizer.save_pretrained(folder)), "
+            "or pass tokenizer= (a tokenizer or a folder holding one)"
+        )
+    with quiet_config_reading():
+        return AutoTokenizer.from_pretrained(str(folder))
+
+
+def check_tokenizer(tokenizer, image_id: int, video_id: int | None, vocab_size: int | None = None) -> None:
+    """Raise unless `tokenizer`'s `<image>` / `<video>` ids are the model's `image_id` / `video_id`
+    and (when `vocab_size` is given) it has no more ids than the model's embedding rows.
+    `video_id` None: a model without video (LLaVA v1 / 1.5), only `<image>` must agree.
+
+    Raises:
+        ValueError: naming both pairs of ids, or both sizes.
+    """
+    ids = image_token_id(tokenizer), None if video_id is None else video_token_id(tokenizer)
+    if ids != (image_id, video_id):
+        raise ValueError(
+            f"the tokenizer's {IMAGE_TOKEN}/{VIDEO_TOKEN} ids {ids[0]}/{ids[1]} differ from the model's "
+            f"image_token_id/video_token_id {image_id}/{video_id}; use the tokenizer the model was trained with"
+        )
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {vocab_size} rows")

@@ -11,9 +11,9 @@ from PIL import Image
 from helpers_model import single_thread  # noqa: F401  (autouse fixture)
 from media_factory import make_video
 from onevision.infer.debug_model import debug_pipeline, save_debug_checkpoint
-from onevision.infer.pipeline import OneVision, TokenizerNotFound
+from onevision.infer.pipeline import OneVision
 from onevision.infer.prompt import LETTERS, MC_INSTRUCTION
-from onevision.tokenizer import IM_END
+from onevision.tokenizer import IM_END, TokenizerNotFound
 
 NEW = 8
 

@@ -29,7 +29,8 @@ from PIL import Image
 from onevision.checkpoint import CheckpointError
 from onevision.checkpoint.llava_next import OriginalRuntime, read_llava_next_runtime
 from onevision.data.media.video import VideoClip
-from onevision.infer.pipeline import InferenceConfig, OneVision, PromptTooLong, load_tokenizer
+from onevision.infer.pipeline import InferenceConfig, OneVision, PromptTooLong
+from onevision.tokenizer import load_tokenizer
 
 ROWS = 152064
 QWEN2_TOKENS = 151646

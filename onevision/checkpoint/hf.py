@@ -59,7 +59,7 @@ from onevision.checkpoint.files import (
 )
 from onevision.model.config import ModelConfig
 from onevision.model.hf_fields import known_fields, warn_unknown
-from onevision.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
+from onevision.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, check_tokenizer
 from onevision.utils.dataclass_io import ConfigError, from_dict, to_dict
 
 HF_MODEL_TYPE = "llava_onevision"
@@ -260,7 +260,7 @@ def write_hf(
     """
     check_expressible(checkpoint.config, strict, f"{folder}")
     if tokenizer is not None:
-        check_tokenizer(checkpoint.config, tokenizer)
+        fit_tokenizer(checkpoint.config, tokenizer)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stored = next((r.dtype for r in checkpoint.tensors.values() if r.dtype.is_floating_point), None)
@@ -306,14 +306,17 @@ def save_hf(
     )
 
 
-def check_tokenizer(config: ModelConfig, tokenizer) -> None:
-    """Add `<image>` / `<video>` to `tokenizer` when missing; raise if their ids are not the config's."""
-    ids = add_media_tokens(tokenizer)
-    if ids != (config.image_token_id, config.video_token_id):
-        raise CheckpointError(
-            f"the tokenizer's {IMAGE_TOKEN}/{VIDEO_TOKEN} ids {ids[0]}/{ids[1]} differ from "
-            f"the model's image_token_id/video_token_id {config.image_token_id}/{config.video_token_id}"
-        )
+def fit_tokenizer(config: ModelConfig, tokenizer) -> None:
+    """Add `<image>` / `<video>` to `tokenizer` when missing, then `onevision.tokenizer.check_tokenizer`.
+
+    Raises:
+        CheckpointError: their ids are not the config's.
+    """
+    add_media_tokens(tokenizer)
+    try:
+        check_tokenizer(tokenizer, config.image_token_id, config.video_token_id)
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
 
 
 def save_processor(config: ModelConfig, folder: str | Path, tokenizer=None) -> None:
@@ -367,6 +370,6 @@ def save_processor(config: ModelConfig, folder: str | Path, tokenizer=None) -> N
     for name, data in (("video_preprocessor_config.json", video), ("processor_config.json", processor)):
         (folder / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
-        check_tokenizer(config, tokenizer)
+        fit_tokenizer(config, tokenizer)
         tokenizer.save_pretrained(folder)
         GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).save_pretrained(folder)

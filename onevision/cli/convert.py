@@ -25,8 +25,8 @@ from onevision.checkpoint.components import FAMILIES
 from onevision.checkpoint.convert import DTYPES, FORMATS, convert, detect_format
 from onevision.checkpoint.files import read_json
 from onevision.cli.errors import InputError, loading, reading, show_path
+from onevision.tokenizer import TOKENIZER_FILES, load_tokenizer
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 _SHARD_SIZE = re.compile(r"\s*([0-9]+)\s*([KMGT]B)?\s*", re.IGNORECASE)
 
 
@@ -91,15 +91,13 @@ def _feature_layers(text: str) -> int | list[int]:
 
 
 def _load_tokenizer(folder: Path | None):
-    if folder is None or not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+    if folder is None or not any((folder / name).is_file() for name in TOKENIZER_FILES):
         return None
     config = folder / "config.json"
     if config.is_file():
         read_json(config)  # a list or broken JSON there fails transformers' loader with a TypeError
-    from transformers import AutoTokenizer
-
     try:
-        return AutoTokenizer.from_pretrained(folder)
+        return load_tokenizer(folder)
     except Exception as error:
         # Whatever a third-party loader raises on broken files is bad input here, not a bug of ours.
         raise InputError(f"cannot read the tokenizer in {show_path(folder)}: {type(error).__name__}: {error}") from error
@@ -125,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
     dst = Path(args.paths[-1])
     if dst.exists() and not dst.is_dir():
         raise InputError(f"DST {show_path(dst)} exists and is not a folder")
-    if args.tokenizer is not None and not any((args.tokenizer / n).is_file() for n in _TOKENIZER_FILES):
-        raise InputError(f"--tokenizer {show_path(args.tokenizer)} holds no tokenizer: looked for {list(_TOKENIZER_FILES)}")
+    if args.tokenizer is not None and not any((args.tokenizer / n).is_file() for n in TOKENIZER_FILES):
+        raise InputError(f"--tokenizer {show_path(args.tokenizer)} holds no tokenizer: looked for {list(TOKENIZER_FILES)}")
     if src is not None:
         with reading("SRC", src):
             detect_format(src)

@@ -63,16 +63,14 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def load_tokenizer(name: str):
     """'qwen2' -> the real Qwen2 tokenizer (built from local files); else a saved tokenizer folder."""
-    if name == "qwen2":
-        from onevision.tokenizer import build_qwen2_tokenizer
+    from onevision.tokenizer import load_tokenizer as read_tokenizer
 
-        return build_qwen2_tokenizer()
+    if name == "qwen2":
+        return read_tokenizer(name)
     if not Path(name).is_dir():
         raise InputError(f"--tokenizer {show_path(name)}: not 'qwen2' and not a folder")
-    from transformers import PreTrainedTokenizerFast
-
     try:
-        return PreTrainedTokenizerFast.from_pretrained(name)
+        return read_tokenizer(name)
     except Exception as error:
         # Whatever a third-party loader raises on broken files is bad input here, not a bug of ours.
         raise InputError(f"--tokenizer {show_path(name)}: cannot read the tokenizer: {type(error).__name__}: {error}") from error

@@ -21,7 +21,6 @@ import shutil
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedTokenizerFast
 
 from onevision.demo.cache import DemoCache, Step, cache_key
 from onevision.demo.config import DemoConfig, StagePlan
@@ -34,6 +33,7 @@ from onevision.tokenizer import (
     DEFAULT_SYSTEM_PROMPT,
     IMAGE_TOKEN,
     VIDEO_TOKEN,
+    load_tokenizer,
     train_small_tokenizer,
 )
 from onevision.world import WorldManifest, build_world, world_texts, write_world_recipes
@@ -111,7 +111,7 @@ class DemoSteps:
         settings = {"tokenizer": tokenizer.key, "text": dataclasses.asdict(c.text), "pretrain": dataclasses.asdict(c.text_pretrain), "seed": c.seed}
 
         def build(folder: Path) -> dict:
-            losses = pretrain_text(c.text, load_tokenizer(tokenizer), c.text_pretrain, folder, seed=c.seed, progress=self.progress)
+            losses = pretrain_text(c.text, load_tokenizer(tokenizer.folder), c.text_pretrain, folder, seed=c.seed, progress=self.progress)
             return {"losses": losses}
 
         return self.cache.step("decoder", settings, build)
@@ -122,7 +122,7 @@ class DemoSteps:
         settings = {"tokenizer": tokenizer.key, "vision": dataclasses.asdict(c.vision), "pretrain": dataclasses.asdict(c.vision_pretrain), "seed": c.seed}
 
         def build(folder: Path) -> dict:
-            losses = pretrain_vision(c.vision, load_tokenizer(tokenizer), c.vision_pretrain, folder, seed=c.seed, progress=self.progress)
+            losses = pretrain_vision(c.vision, load_tokenizer(tokenizer.folder), c.vision_pretrain, folder, seed=c.seed, progress=self.progress)
             return {"losses": losses}
 
         return self.cache.step("tower", settings, build)
@@ -163,11 +163,6 @@ class DemoSteps:
         staging.write_text(json.dumps(report.to_dict()) + "\n", encoding="utf-8")
         os.replace(staging, path)
         return report
-
-
-def load_tokenizer(step: Step) -> PreTrainedTokenizerFast:
-    """The tokenizer saved by the tokenizer step."""
-    return PreTrainedTokenizerFast.from_pretrained(str(step.folder))
 
 
 def set_threads(threads: int) -> None:

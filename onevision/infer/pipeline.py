@@ -50,11 +50,10 @@ from onevision.data.template import insert_time_instruction, time_instruction
 from onevision.infer.inputs import LoadedMedia, MediaLoader, Request
 from onevision.infer.likelihood import Score, score_continuations
 from onevision.infer.prompt import LETTERS, PROMPT_FORMATS, PromptEncoder, multiple_choice_prompt, with_placeholders
-from onevision.infer.tokenizer_files import TOKENIZER_FILES, TokenizerNotFound, load_tokenizer  # noqa: F401  (re-exported)
 from onevision.model.generate import GenerationSettings, generate_batch
 from onevision.model.inputs import VisualBatch
 from onevision.processing import TOWER_NORMALIZATION, ImageNormalization
-from onevision.tokenizer import ENDOFTEXT, IM_END
+from onevision.tokenizer import ENDOFTEXT, IM_END, load_tokenizer
 
 if TYPE_CHECKING:
     from onevision.checkpoint.llava_next import OriginalRuntime

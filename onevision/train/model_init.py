@@ -21,7 +21,6 @@ same prompt again.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import torch
 
@@ -41,21 +40,13 @@ def load_tokenizer(section: ModelSection):
             folder without them.
         CheckpointError: init_from is not a checkpoint folder, or its chat template file is broken.
     """
-    from transformers import PreTrainedTokenizerFast
-
     from onevision.checkpoint import add_media_tokens, detect_format
-    from onevision.tokenizer import build_qwen2_tokenizer
+    from onevision.tokenizer import load_tokenizer as read_tokenizer
 
-    choice = section.tokenizer
-    if choice == "qwen2":
-        tokenizer = build_qwen2_tokenizer()
-    else:
-        folder = section.init_from if choice == "auto" else choice
-        if folder is None:
-            raise FileNotFoundError("model.tokenizer is 'auto' but model.init_from is not set; give model.tokenizer=qwen2 or a folder")
-        if not (Path(folder) / "tokenizer.json").is_file():
-            raise FileNotFoundError(f"{folder} has no tokenizer.json; set model.tokenizer to 'qwen2' or a tokenizer folder")
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+    source = section.init_from if section.tokenizer == "auto" else section.tokenizer
+    if source is None:
+        raise FileNotFoundError("model.tokenizer is 'auto' but model.init_from is not set; give model.tokenizer=qwen2 or a folder")
+    tokenizer = read_tokenizer(source)
     if section.init_from:
         tokenizer.chat_template = start_chat_template(section, tokenizer)
         if detect_format(section.init_from) == "llava-next":
@@ -98,7 +89,7 @@ def build_model(stage: StageConfig, tokenizer):
     """
     from onevision.checkpoint import from_components, load_checkpoint
     from onevision.model import OneVisionModel
-    from onevision.tokenizer import image_token_id, video_token_id
+    from onevision.tokenizer import check_tokenizer
 
     section = stage.model
     if section.init_from:
@@ -109,7 +100,8 @@ def build_model(stage: StageConfig, tokenizer):
         model = from_components(section.llm_dir, section.vision_dir, vision_feature_layer=-2, tokenizer=tokenizer, family=section.family, dtype=torch.float32, progress=False)
     else:
         model = OneVisionModel(fresh_config(section.size, tokenizer))
-    check_tokenizer(model.config, tokenizer, image_token_id(tokenizer), video_token_id(tokenizer))
+    config = model.config
+    check_tokenizer(tokenizer, config.image_token_id, config.video_token_id, config.text.vocab_size)
     model.config = dataclasses.replace(model.config, visual=stage.visual_settings(model.config.visual))
     return model.float()
 
@@ -129,16 +121,3 @@ def fresh_config(size: str, tokenizer):
     rows = -(-len(tokenizer) // 64) * 64
     text = dataclasses.replace(config.text, vocab_size=rows)
     return dataclasses.replace(config, text=text, image_token_id=image_token_id(tokenizer), video_token_id=video_token_id(tokenizer))
-
-
-def check_tokenizer(config, tokenizer, image_id: int, video_id: int) -> None:
-    """Raise when the tokenizer's placeholder ids or size disagree with the model."""
-    if config.video_token_id is None:  # LLaVA v1 / 1.5 take no video: only <image> must agree
-        video_id = None
-    if (image_id, video_id) != (config.image_token_id, config.video_token_id):
-        raise ValueError(
-            f"the tokenizer has <image>={image_id}, <video>={video_id} but the model expects "
-            f"{config.image_token_id}, {config.video_token_id}; use the tokenizer the model was trained with"
-        )
-    if len(tokenizer) > config.text.vocab_size:
-        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {config.text.vocab_size} rows")
