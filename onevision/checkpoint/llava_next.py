@@ -115,7 +115,9 @@ def read_llava_next_config(folder: str | Path, vision_dir: str | Path | None = N
             without a config, a layout field the original applies in a way we do not reproduce
             (named), or `onevision_visual` disagreeing with the `mm_*` fields.
     """
-    from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
+    from transformers import LlavaOnevisionConfig, Qwen2Config
+
+    from onevision.model.vision import siglip_config
 
     path = Path(folder) / CONFIG_FILE
     data = read_json(path)
@@ -142,7 +144,7 @@ def read_llava_next_config(folder: str | Path, vision_dir: str | Path | None = N
     defaults = ModelConfig()
     hf = LlavaOnevisionConfig(
         text_config=text,
-        vision_config=SiglipVisionConfig(**dataclasses.asdict(vision), vision_use_head=False),
+        vision_config=siglip_config(vision, attn_implementation=None),
         image_token_index=data.get("image_token_index", defaults.image_token_id),
         video_token_index=data.get("video_token_index", defaults.video_token_id),
         vision_feature_layer=-1,
@@ -276,7 +278,7 @@ def load_llava_next(
 
 def llava_next_config(config: ModelConfig, dtype: torch.dtype | None = None) -> dict:
     """The `llava_qwen` config.json we write for `config` (the tower gets its deleted layer back)."""
-    from transformers import Qwen2Config
+    from onevision.model.onevision import qwen2_config
 
     if not config.is_onevision:
         raise CheckpointError(
@@ -293,7 +295,7 @@ def llava_next_config(config: ModelConfig, dtype: torch.dtype | None = None) -> 
         raise CheckpointError(f"LLaVA-NeXT's 'mlp2x_gelu' projector uses GELU; this model uses {config.projector_act!r}")
     full = dataclasses.replace(config.vision, num_hidden_layers=config.vision.num_hidden_layers + 1)
     so400m = config.vision == SIGLIP_SO400M
-    text = Qwen2Config(**dataclasses.asdict(config.text)).to_dict()
+    text = qwen2_config(config.text, attn_implementation=None).to_dict()
     for key in ("model_type", "architectures", "transformers_version", "dtype"):
         text.pop(key, None)
     layout = llava_fields(config.visual)

@@ -25,7 +25,6 @@ text tower of a full SigLIP checkpoint), with SigLIP's image-processor file besi
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from transformers import (
 )
 
 from onevision.model.config import VisionConfig
+from onevision.model.vision import siglip_config
 from onevision.processing import ImageNormalization
 from onevision.world import COLOURS, QUADRANTS, SHAPES, Scene, caption, render_scene
 from onevision.world.scene import WorldObject, place_in_quadrant, random_scene
@@ -136,7 +136,7 @@ def sigmoid_loss(
 
 def siglip_vision_config(vision: VisionConfig) -> SiglipVisionConfig:
     """transformers' config of a SigLIP vision tower of shape `vision`, with its pooling head."""
-    return SiglipVisionConfig(**dataclasses.asdict(vision), vision_use_head=True)
+    return siglip_config(vision, attn_implementation=None, head=True)
 
 
 def _other(rng: np.random.Generator, options, current: str) -> str:

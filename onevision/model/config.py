@@ -200,7 +200,10 @@ class ModelConfig:
                 decoder, another projector, no newline); the LLaVA layouts live in
                 `onevision.checkpoint.llava_hf` / `llava_original`.
         """
-        from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
+        from transformers import LlavaOnevisionConfig
+
+        from onevision.model.onevision import qwen2_config
+        from onevision.model.vision import siglip_config
 
         if not self.is_onevision:
             raise ValueError(
@@ -209,8 +212,8 @@ class ModelConfig:
                 f"use_image_newline={self.use_image_newline}, text_model={self.text_model!r}"
             )
 
-        vision = SiglipVisionConfig(**dataclasses.asdict(self.vision), vision_use_head=False)
-        text = Qwen2Config(**dataclasses.asdict(self.text))
+        vision = siglip_config(self.vision, attn_implementation=None)
+        text = qwen2_config(self.text, attn_implementation=None)
         return LlavaOnevisionConfig(
             vision_config=vision,
             text_config=text,

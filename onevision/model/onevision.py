@@ -43,9 +43,13 @@ from onevision.visual_batch import VisualBatch
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
 
-def qwen2_config(config: TextConfig, attn_implementation: str = "sdpa") -> Qwen2Config:
-    """transformers' `Qwen2Config` for our decoder shape."""
-    return Qwen2Config(**dataclasses.asdict(config), attn_implementation=attn_implementation)
+def qwen2_config(config: TextConfig, attn_implementation: str | None = "sdpa") -> Qwen2Config:
+    """transformers' `Qwen2Config` for our decoder shape; the one place it is built.
+
+    `attn_implementation` None leaves transformers' default (a config written to a file).
+    """
+    extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+    return Qwen2Config(**dataclasses.asdict(config), **extra)
 
 
 # Qwen2's sliding-window fields; ModelConfig refuses them for a Llama decoder.

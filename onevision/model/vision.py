@@ -31,11 +31,14 @@ from onevision.model.config import VisionConfig
 TOWERS = ("siglip", "clip")
 
 
-def siglip_config(config: VisionConfig, attn_implementation: str = "sdpa") -> SiglipVisionConfig:
-    """transformers' `SiglipVisionConfig` for our tower shape (no pooling head)."""
-    return SiglipVisionConfig(
-        **dataclasses.asdict(config), vision_use_head=False, attn_implementation=attn_implementation
-    )
+def siglip_config(config: VisionConfig, attn_implementation: str | None = "sdpa", head: bool = False) -> SiglipVisionConfig:
+    """transformers' `SiglipVisionConfig` for our tower shape; the one place it is built.
+
+    `head`: keep SigLIP's pooling head (contrastive pretraining; the towers here never use it).
+    `attn_implementation` None leaves transformers' default (a config written to a file).
+    """
+    extra = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
+    return SiglipVisionConfig(**dataclasses.asdict(config), vision_use_head=head, **extra)
 
 
 def clip_config(config: VisionConfig, attn_implementation: str = "sdpa") -> CLIPVisionConfig:
