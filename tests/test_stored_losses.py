@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from onevision.tokenizer import train_small_tokenizer
+from onevision.tokenizer import train_small_llama_tokenizer, train_small_tokenizer
 from onevision.train import load_stage, run_stage
 from onevision.world import world_texts
 from onevision.world.build import build_world
@@ -58,17 +58,25 @@ def world(tmp_path_factory) -> dict:
     build_world(root / "world", seed=0, n_train=2, n_test=0, image_size=32, frames=4, progress=False)
     recipes = write_world_recipes(root / "world")
     recipes["video"] = _video_recipe(root / "world")
+    for family in ("llava15", "llava_v1"):  # LLaVA's stages: captions, then single-image instructions
+        recipes[f"{family}_stage1"], recipes[f"{family}_stage2"] = recipes["stage1"], recipes["stage2_si"]
     tokenizer = root / "tokenizer"
     train_small_tokenizer(world_texts(200, 0), vocab_size=400, save_dir=tokenizer)
-    return {"root": root, "recipes": recipes, "tokenizer": tokenizer}
+    llama_tokenizer = root / "llama_tokenizer"
+    train_small_llama_tokenizer(world_texts(200, 0) + ["USER: ASSISTANT:"], vocab_size=400, save_dir=llama_tokenizer)
+    return {"root": root, "recipes": recipes, "tokenizer": tokenizer, "llama_tokenizer": llama_tokenizer}
 
 
 def _overrides(world: dict, stage: str) -> list[str]:
-    """A few CPU steps of the debug model from random weights (init_from null: stages stay independent)."""
+    """A few CPU steps of the debug model from random weights (init_from null: stages stay independent).
+
+    LLaVA's stages run their family's debug size with a Llama-layout tokenizer.
+    """
+    llava = {"llava15": "llava15-debug", "llava_v1": "llava-v1-debug"}.get(stage.rsplit("_stage", 1)[0])
     return [
-        "model.size=debug",
+        f"model.size={llava or 'debug'}",
         "model.init_from=null",
-        f"model.tokenizer={world['tokenizer']}",
+        f"model.tokenizer={world['llama_tokenizer' if llava else 'tokenizer']}",
         "model.gradient_checkpointing=false",
         f"output_root={world['root'] / 'runs'}",
         f"data.recipe={world['recipes'][stage]}",

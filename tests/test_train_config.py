@@ -16,7 +16,7 @@ from onevision.train.config import (
 from onevision.train.data import resolve_recipe
 from onevision.utils.dataclass_io import ConfigError
 
-SHIPPED = ["stage1", "stage1_5", "stage2_ov", "stage2_si", "video"]
+SHIPPED = ["llava15_stage1", "llava15_stage2", "llava_v1_stage1", "llava_v1_stage2", "stage1", "stage1_5", "stage2_ov", "stage2_si", "video"]
 
 
 def test_every_curriculum_stage_is_shipped():

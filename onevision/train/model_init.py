@@ -28,7 +28,7 @@ from onevision.train.config import ModelSection, StageConfig
 
 
 def load_tokenizer(section: ModelSection):
-    """The stage's tokenizer: 'qwen2' (built locally), 'auto' (init_from's files) or a folder.
+    """The stage's tokenizer: 'qwen2' (built locally), 'auto' (init_from's files, else llm_dir's) or a folder.
 
     With ``init_from`` set, its chat template becomes `start_chat_template`'s, and an original
     LLaVA-NeXT start's tokenizer (which has no ``<image>`` / ``<video>``: LLaVA-NeXT splices at
@@ -43,9 +43,11 @@ def load_tokenizer(section: ModelSection):
     from onevision.checkpoint import add_media_tokens, detect_format
     from onevision.tokenizer import load_tokenizer as read_tokenizer
 
-    source = section.init_from if section.tokenizer == "auto" else section.tokenizer
+    # 'auto' reads the start's files: init_from's, else llm_dir's (the original LLaVA reads its
+    # tokenizer from the LLM it starts from).
+    source = (section.init_from or section.llm_dir) if section.tokenizer == "auto" else section.tokenizer
     if source is None:
-        raise FileNotFoundError("model.tokenizer is 'auto' but model.init_from is not set; give model.tokenizer=qwen2 or a folder")
+        raise FileNotFoundError("model.tokenizer is 'auto' but neither model.init_from nor model.llm_dir is set; give model.tokenizer=qwen2 or a folder")
     tokenizer = read_tokenizer(source)
     if section.init_from:
         tokenizer.chat_template = start_chat_template(section, tokenizer)

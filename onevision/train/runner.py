@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from onevision.data.conversations import conversation_template
 from onevision.processing import TOWER_NORMALIZATION
 from onevision.soup.fingerprint import start_fingerprint, write_start
 from onevision.train.attention import (
@@ -115,6 +116,8 @@ def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
     plan = plan_resume(config, stage.checkpoint.allow_changes, checkpointer) if stage.checkpoint.resume else fresh_plan(checkpointer)
     record_start(output_dir, config, plan, runtime, stage.checkpoint.resume)
     tokenizer = load_tokenizer(stage.model)
+    if conversation_template(stage.data.template.template):  # the export is asked as it was trained
+        tokenizer.chat_template = conversation_template(stage.data.template.template)
     model = build_model(stage, tokenizer)
     attention = resolve_attention(stage.model.attention, runtime.device)
     set_decoder_attention(model.language_model, attention)
