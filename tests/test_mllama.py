@@ -39,6 +39,7 @@ from onevision.data.cross_attention import (
 )
 from onevision.model.mllama import MllamaVLM, bare_decoder, frozen_decoder_trainable, select_trainable
 from onevision.model.mllama_config import PRESETS
+from onevision.processing.mllama import mllama_tiles, stack_mllama_images
 
 CONFIG = PRESETS["mllama-debug"]
 TOL = 1e-4
@@ -142,6 +143,43 @@ def test_packed_mask_keeps_samples_apart():
     assert not mask[0, 9:].any()  # the imageless sample sees nothing, not a's or b's images
     # Unpacked on one row, a's image would run on into b and c: packing must cut it.
     assert padded_cross_attention_mask(row, [[2, 3, 1]], 4, image)[0, 9, 2].any()
+
+
+def _packed_vs_alone(model, tokenizer):
+    """Logits of three samples (image, image, no image) packed in one row, and each alone."""
+    settings = CONFIG.tiles()
+    samples = [
+        (tokenizer([_prompt(tokenizer, 1, "Colour?")], add_special_tokens=False, return_tensors="pt")["input_ids"], [random_image(40, 70)]),
+        (tokenizer([_prompt(tokenizer, 1, "What shape?")], add_special_tokens=False, return_tensors="pt")["input_ids"], [random_image(90, 20, seed=2)]),
+        (tokenizer(["<|begin_of_text|>plain text here"], add_special_tokens=False, return_tensors="pt")["input_ids"], []),
+    ]
+    alone = [_logits(model, ids, our_inputs(CONFIG, ids, [images]) if images else None) for ids, images in samples]
+    row = torch.cat([ids for ids, _ in samples], 1)
+    position_ids = torch.cat([torch.arange(ids.shape[1]) for ids, _ in samples])[None]
+    images = [image for _, sample_images in samples for image in sample_images]
+    plans = [plan_mllama_image(image.height, image.width, settings) for image in images]
+    tiles = [mllama_tiles(image, plan, settings.tile_size) for image, plan in zip(images, plans)]
+    pixels = stack_mllama_images([list(zip(tiles, plans))], settings.max_num_tiles)
+    mask = packed_cross_attention_mask(row, segments_from_position_ids(position_ids), pixels.num_tiles, settings.max_num_tiles, CONFIG.image_token_id)
+    packed = _logits(model, row, {
+        "pixel_values": pixels.pixel_values, "aspect_ratio_ids": pixels.aspect_ratio_ids,
+        "aspect_ratio_mask": pixels.aspect_ratio_mask, "cross_attention_mask": mask, "position_ids": position_ids,
+    })
+    starts = position_ids[0].eq(0).nonzero().flatten().tolist() + [row.shape[1]]
+    return [packed[:, a:b] for a, b in zip(starts, starts[1:])], alone
+
+
+def test_packed_row_gives_each_sample_its_own_logits(model, tokenizer):
+    reference = MllamaVLM(CONFIG, text_rows="reference").eval()
+    reference.load_state_dict(model.state_dict())
+    packed, alone = _packed_vs_alone(reference, tokenizer)
+    for i, (p, a) in enumerate(zip(packed, alone)):
+        assert (p - a).abs().max().item() <= TOL, f"sample {i}"
+    # transformers 5.24 lets rows that see no image attend to every tile of the row (issue
+    # #39379): the imageless sample reads its neighbours' images. If this starts failing,
+    # transformers has changed and "reference" may become the default.
+    packed, alone = _packed_vs_alone(model, tokenizer)
+    assert (packed[2] - alone[2]).abs().max().item() > 1e-3
 
 
 def _logits(model, ids, inputs=None):

@@ -70,8 +70,10 @@ def read_mllama_config(folder: str | Path) -> MllamaModelConfig:
         raise CheckpointError(message if message.startswith(str(path)) else f"{path}: {message}") from None
 
 
-def load_mllama(folder: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> MllamaVLM:
-    """`MllamaVLM` with the weights of `folder`, in eval mode.
+def load_mllama(
+    folder: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, text_rows: str = "transformers"
+) -> MllamaVLM:
+    """`MllamaVLM(text_rows=text_rows)` with the weights of `folder`, in eval mode.
 
     Parameters are created on the meta device and each tensor is read once onto `device`;
     floating tensors are cast to `dtype` when given.
@@ -89,7 +91,7 @@ def load_mllama(folder: str | Path, *, device: str | torch.device = "cpu", dtype
             raise CheckpointError(f"{folder}: {name} and {refs[ours].name} are the same tensor {ours}")
         refs[ours] = tensors.ref(name)
     with _parameters_on_meta():
-        model = MllamaVLM(config)
+        model = MllamaVLM(config, text_rows=text_rows)
     check_keys({k: tuple(v.shape) for k, v in model.state_dict().items()}, refs, str(folder))
     state = {}
     for name, ref in refs.items():

@@ -15,7 +15,11 @@ positions see which image's real tiles. Semantics of transformers 5.24
 Padded batches apply this to every row (`padded_cross_attention_mask`). Packed rows
 (`packed_cross_attention_mask`) apply it to every sample of the row on its own, clipped to the
 sample's span, with the row's images numbered across its samples: a sample never sees another
-sample's images, and its last image stops at its own end, not the row's.
+sample's images, and its last image stops at its own end, not the row's. The mask alone is not
+enough in transformers 5.24: positions whose row is all 0 (before a sample's first image, or an
+imageless sample) attend to every tile of the row there, so packed rows need the model built
+with `MllamaVLM(..., text_rows="reference")` (onevision/model/mllama.py says why), and a
+forward without a KV cache (packed rows are found from position_ids only then).
 """
 
 from __future__ import annotations

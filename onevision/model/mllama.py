@@ -13,6 +13,14 @@ pipeline needs around them (docs/architecture.md, "The other systems of the seed
   cross-attention layers, the vision encoder and the projector by name, and `bare_decoder`
   builds the plain Llama the text path must still equal.
 
+Text positions that see no image (before a sample's first `<|image|>`, or a whole imageless
+sample) get an all-open cross-attention row from transformers 5.24 (`_prepare_cross_attention_mask`
+multiplies the fully masked rows to 0), so they attend to every tile in the row, and only the
+MLP branch is zeroed for them; Meta's reference zeroes the attention branch too (transformers
+issue #39379, unfixed in 5.24). In a packed row that would let one sample read another's
+images, so `text_rows="reference"` zeroes the attention output of those rows as well, through
+hooks on transformers' modules. The default, "transformers", keeps transformers' logits.
+
 Parameter names are transformers' in-memory names (`model.vision_model.*`,
 `model.multi_modal_projector.*`, `model.language_model.layers.<i>.*`, `lm_head.weight`): the
 wrapper registers transformers' `model` and `lm_head` as its own children and calls the
@@ -26,6 +34,7 @@ import re
 import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, MllamaForConditionalGeneration
+from transformers.models.mllama.modeling_mllama import MllamaCrossAttentionDecoderLayer
 
 from onevision.model.mllama_config import MllamaModelConfig
 
@@ -60,21 +69,45 @@ def select_trainable(model: nn.Module, patterns: list[str]) -> list[str]:
     return trainable
 
 
+TEXT_ROWS = ("transformers", "reference")
+
+
+def _keep_row_mask(layer: nn.Module, args, kwargs) -> None:
+    layer.cross_attn.text_rows_seeing_images = kwargs.get("full_text_row_masked_out_mask")
+
+
+def _zero_blind_rows(attention: nn.Module, args, output):
+    rows = getattr(attention, "text_rows_seeing_images", None)  # [B, 1, L, 1], 0 where a row sees no image
+    if rows is None:
+        return output
+    return (output[0] * rows[:, 0].to(output[0].dtype), *output[1:])
+
+
 class MllamaVLM(nn.Module):
     """Llama decoder + gated cross-attention to a tiled vision encoder; random weights only.
 
+    `text_rows`: "transformers" (its logits) or "reference" (rows that see no image get no
+    cross-attention output; needed for packed rows, see the module docstring).
     Loading and saving live in onevision/checkpoint/mllama.py.
     """
 
-    def __init__(self, config: MllamaModelConfig) -> None:
+    def __init__(self, config: MllamaModelConfig, text_rows: str = "transformers") -> None:
         super().__init__()
+        if text_rows not in TEXT_ROWS:
+            raise ValueError(f"text_rows={text_rows!r}: choose one of {TEXT_ROWS}")
         self.config = config
+        self.text_rows = text_rows
         hf = MllamaForConditionalGeneration(config.to_hf())
         self.model = hf.model
         self.lm_head = hf.lm_head
         # Kept out of the module tree (a tuple is no attribute nn.Module registers): its
         # children are ours, so moving or converting this module moves them for it too.
         self._hf = (hf,)
+        if text_rows == "reference":
+            for layer in self.model.language_model.layers:
+                if isinstance(layer, MllamaCrossAttentionDecoderLayer):
+                    layer.register_forward_pre_hook(_keep_row_mask, with_kwargs=True)
+                    layer.cross_attn.register_forward_hook(_zero_blind_rows)
 
     @property
     def hf(self) -> MllamaForConditionalGeneration:
@@ -96,9 +129,14 @@ class MllamaVLM(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        use_cache: bool = False,
         **kwargs,
     ):
         """transformers' output (`.logits` [B, L, V], `.loss` when labels are given).
+
+        `use_cache` is off by default: transformers finds packed rows (position_ids restarting
+        at 0, attention_mask None) only without a cache, and a forward pass needs none
+        (`generate` keeps its own).
 
         Without pixel_values the cross-attention layers are skipped: the text path is the bare
         decoder's. With pixels, every image slot needs its aspect-ratio id and mask, and the
@@ -124,6 +162,7 @@ class MllamaVLM(nn.Module):
             attention_mask=attention_mask,
             position_ids=position_ids,
             labels=labels,
+            use_cache=use_cache,
             **kwargs,
         )
 
