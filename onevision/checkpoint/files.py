@@ -31,9 +31,9 @@ from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from onevision.model.config import ModelConfig
+from onevision.utils.progress import progress_bar
 
 SAFE_WEIGHTS = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
@@ -275,7 +275,7 @@ def materialize(checkpoint: Checkpoint, *, device: str | torch.device = "cpu", d
     model = empty_model(checkpoint.config)
     check_keys(model_keys(model), checkpoint.tensors, checkpoint.source)
     state = {}
-    for name, ref in tqdm(checkpoint.tensors.items(), desc=f"loading {checkpoint.source}", unit="tensor", disable=not progress):
+    for name, ref in progress_bar(checkpoint.tensors.items(), desc=f"loading {checkpoint.source}", unit="tensor", disable=not progress):
         tensor = ref.load(str(device))
         state[name] = tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
     model.load_state_dict(state, strict=not checkpoint.config.text.tie_word_embeddings, assign=True)
@@ -321,7 +321,7 @@ def write_tensors(
     sizes = {name: torch.empty(ref.shape, dtype=target_dtype(ref), device="meta") for name, ref in refs.items()}
     split = split_torch_state_dict_into_shards(sizes, max_shard_size=max_shard_size)
     written = []
-    bar = tqdm(total=len(refs), desc=f"writing {folder}", unit="tensor", disable=not progress)
+    bar = progress_bar(total=len(refs), desc=f"writing {folder}", unit="tensor", disable=not progress)
     for filename, names in split.filename_to_tensors.items():
         shard = {}
         for name in names:

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from onevision.data.dataset import DataConfig, OneVisionDataset, Sample, Skipped
 from onevision.data.recipe import Recipe
+from onevision.utils.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def check_dataset(dataset: OneVisionDataset, workers: int = 0, progress: bool = 
     )
     seen: list[_Seen] = []
     bad: list[Skipped] = []
-    with tqdm(total=len(dataset), desc="checking samples", unit="sample", disable=not progress) as bar:
+    with progress_bar(total=len(dataset), desc="checking samples", unit="sample", disable=not progress) as bar:
         for chunk in loader:
             for item in chunk:
                 (bad if isinstance(item, Skipped) else seen).append(item)

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from onevision.budget import BudgetError, ImageMedia, VideoMedia, VisualSettings, plan_sample
 from onevision.data.media import MediaError, image_size, load_image, load_video, sample_frame_indices, video_info
@@ -42,6 +41,7 @@ from onevision.data.template import (
     time_instruction,
 )
 from onevision.processing import ImageNormalization, preprocess_item
+from onevision.utils.progress import progress_bar
 
 
 PIXEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -138,7 +138,7 @@ def load_records(recipe: Recipe, progress: bool = True) -> list[Record | BadReco
         FileNotFoundError, RecordError: a record file is missing or is not valid JSON at all.
     """
     out: list[Record | BadRecord] = []
-    for dataset in tqdm(range(len(recipe.datasets)), desc="reading records", disable=not progress):
+    for dataset in progress_bar(range(len(recipe.datasets)), desc="reading records", disable=not progress):
         path = recipe.datasets[dataset].json_path
         root = recipe.dataset_media_root(dataset)
         rows: list[Record | BadRecord] = []
@@ -240,7 +240,7 @@ class OneVisionDataset(torch.utils.data.Dataset):
         if self._lengths is None:
             lengths = np.zeros(len(self), dtype=np.int64)
             loader = torch.utils.data.DataLoader(_Measured(self), batch_size=64, num_workers=num_workers, collate_fn=list)
-            with tqdm(total=len(self), desc="measuring samples", unit="sample", disable=not progress) as bar:
+            with progress_bar(total=len(self), desc="measuring samples", unit="sample", disable=not progress) as bar:
                 for chunk in loader:
                     for index, result in chunk:
                         if isinstance(result, Skipped):

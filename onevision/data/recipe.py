@@ -62,9 +62,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import yaml
-from tqdm import tqdm
 
 from onevision.data.records import Record, count_records, load_records, short
+from onevision.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,7 @@ class Recipe:
             RecordError: a record breaks the format.
         """
         out: list[Record] = []
-        for dataset in tqdm(range(len(self.datasets)), desc="loading records", disable=not progress):
+        for dataset in progress_bar(range(len(self.datasets)), desc="loading records", disable=not progress):
             rows = self.load_dataset(dataset)
             self.check_total(len(out), dataset, self.dataset_size(dataset, len(rows)))
             out.extend(rows[row] for row in self.dataset_rows(dataset, len(rows)))

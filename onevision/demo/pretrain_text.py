@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from transformers import Qwen2ForCausalLM, get_cosine_schedule_with_warmup
 
 from onevision.model.config import TextConfig
 from onevision.model.onevision import qwen2_config
+from onevision.utils.progress import progress_bar
 from onevision.world import (
     COLOURS,
     QUADRANTS,
@@ -156,7 +156,7 @@ def pretrain_text(
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.steps)
     order = torch.Generator().manual_seed(seed)
     losses = []
-    for _ in tqdm(range(config.steps), desc="pretrain decoder", disable=not progress):
+    for _ in progress_bar(range(config.steps), desc="pretrain decoder", disable=not progress):
         batch = rows[torch.randint(len(rows), (config.batch_size,), generator=order)]
         loss = model(input_ids=batch, labels=batch, use_cache=False).loss
         loss.backward()

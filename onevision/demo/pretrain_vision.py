@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from tqdm import tqdm
 from transformers import (
     SiglipImageProcessorPil,
     SiglipVisionConfig,
@@ -45,6 +44,7 @@ from transformers import (
 from onevision.model.config import VisionConfig
 from onevision.model.vision import siglip_config
 from onevision.processing import ImageNormalization
+from onevision.utils.progress import progress_bar
 from onevision.world import COLOURS, QUADRANTS, SHAPES, Scene, caption, render_scene
 from onevision.world.scene import WorldObject, place_in_quadrant, random_scene
 
@@ -229,7 +229,7 @@ def pretrain_vision(
     modules.train()
     losses = []
     per_batch = max(1, config.batch_size // GROUP)
-    for _ in tqdm(range(config.steps), desc="pretrain vision tower", disable=not progress):
+    for _ in progress_bar(range(config.steps), desc="pretrain vision tower", disable=not progress):
         groups = torch.randperm(config.groups, generator=order)[:per_batch]
         batch = (groups[:, None] * GROUP + torch.arange(GROUP)).reshape(-1)
         image_embeds = image_head(tower(pixel_values=pixels[batch]).pooler_output)

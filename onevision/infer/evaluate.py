@@ -38,14 +38,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from tqdm.auto import tqdm
-
 from onevision.budget import BudgetError
 from onevision.data.media import MediaError
 from onevision.data.records import RecordError, display, iter_raw_records, parse_record, raw_record_id, short
 from onevision.infer.inputs import Request
 from onevision.infer.matrix import TransferMatrix, plot_matrix, transfer_matrix
 from onevision.infer.prompt import LETTERS
+from onevision.utils.progress import progress_bar
 
 MODES = ("auto", "choice", "generate")
 _SPACES = re.compile(r"\s+")
@@ -317,7 +316,7 @@ def evaluate(
             raise ValueError(f"{item.request.describe()}: mode 'choice' needs choices, the record has {list(item.request.options)}")
     settings = pipe.generation_settings(max_new_tokens=max_new_tokens)
     report = Report(name)
-    bar = tqdm(total=len(items), desc=f"evaluating {name}", unit="record", disable=not progress)
+    bar = progress_bar(total=len(items), desc=f"evaluating {name}", unit="record", disable=not progress)
     for start in range(0, len(items), max(1, batch_size)):
         batch = items[start : start + batch_size]
         results: list[Result | None] = [None] * len(batch)

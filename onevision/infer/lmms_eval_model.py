@@ -62,10 +62,10 @@ MANIFEST = _manifest
 from lmms_eval.api.instance import GenerationResult, Instance, unwrap_generation_output
 from lmms_eval.api.model import lmms
 from loguru import logger
-from tqdm.auto import tqdm
 
 from onevision.infer.lmms_eval_args import ModelArgumentError, parse_model_args
 from onevision.infer.lmms_eval_requests import BAD_INPUT, Generator, visual_request
+from onevision.utils.progress import progress_bar
 
 # lmms-eval 0.7.3's evaluator passes every response through `unwrap_generation_output`, which
 # turns a (score, is_greedy) tuple into its string and breaks the metrics; a
@@ -150,7 +150,7 @@ class OneVisionLMMS(lmms):
             prepared = self._prepare(context, doc_to_visual, task, split, doc_id)
             if prepared is not None:
                 generator.add(index, prepared, gen_kwargs)
-        bar = tqdm(total=len(requests), desc="onevision generate_until", disable=self.rank != 0)
+        bar = progress_bar(total=len(requests), desc="onevision generate_until", disable=self.rank != 0)
         for index, text in generator.run(bar):
             answers[index] = text
         bar.update(len(requests) - bar.n)  # the bad documents
@@ -180,7 +180,7 @@ class OneVisionLMMS(lmms):
                 state.update(visuals=None, bad=True)
             states.append(state)
         active = list(range(len(states)))
-        bar = tqdm(total=len(requests), desc="onevision generate_until_multi_round", disable=self.rank != 0)
+        bar = progress_bar(total=len(requests), desc="onevision generate_until_multi_round", disable=self.rank != 0)
         round_index = 0
         while active:
             if round_index:
@@ -235,7 +235,7 @@ class OneVisionLMMS(lmms):
             context, _, _, doc_id, task, split = instance.args
             groups.setdefault((context, str(doc_id), task, split), []).append(index)
         keys = list(groups)
-        bar = tqdm(total=len(requests), desc="onevision loglikelihood", disable=self.rank != 0)
+        bar = progress_bar(total=len(requests), desc="onevision loglikelihood", disable=self.rank != 0)
         for start in range(0, len(keys), self.batch_size):
             batch, prepared, continuations = [], [], []
             for key in keys[start : start + self.batch_size]:

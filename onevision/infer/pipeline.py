@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from onevision.budget import VisualSettings
 from onevision.data.template import insert_time_instruction, time_instruction
@@ -54,6 +53,7 @@ from onevision.model.generate import GenerationSettings, generate_batch
 from onevision.model.inputs import VisualBatch
 from onevision.processing import TOWER_NORMALIZATION, ImageNormalization
 from onevision.tokenizer import ENDOFTEXT, IM_END, load_tokenizer
+from onevision.utils.progress import progress_bar
 
 if TYPE_CHECKING:
     from onevision.checkpoint.llava_next import OriginalRuntime
@@ -404,7 +404,7 @@ class OneVision:
         """
         settings = self.generation_settings(**generation)
         answers: list[str] = []
-        bar = tqdm(total=len(requests), desc="generating", unit="request", disable=not progress)
+        bar = progress_bar(total=len(requests), desc="generating", unit="request", disable=not progress)
         for start in range(0, len(requests), max(1, batch_size)):
             prepared = [self.prepare(r) for r in requests[start : start + batch_size]]
             answers.extend(self.decode(tokens) for tokens in self.generate_prepared(prepared, settings))

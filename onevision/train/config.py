@@ -202,7 +202,7 @@ class LoggingSection:
     plot: bool = True
     """Write output_dir/loss_curve.png when the run ends."""
     progress: bool = True
-    """Show a tqdm progress bar on rank 0."""
+    """Show a progress bar on rank 0 (in a log that is not a terminal: one line per 30 s)."""
 
 
 @dataclass

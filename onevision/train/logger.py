@@ -1,7 +1,7 @@
 """What a user watches while a stage trains: progress bar, TensorBoard, W&B, a loss-curve PNG.
 
 `TrainLogger.log_step(step, scalars)` on rank 0:
-- moves the tqdm bar (loss, tokens/s, learning rate; tqdm shows the ETA);
+- moves the progress bar (loss, tokens/s, learning rate, ETA; `onevision.utils.progress`);
 - writes TensorBoard scalars under output_dir/tensorboard: train/loss,
   train/loss_<modality>, lr/<group>, train/grad_norm, perf/tokens_per_s,
   data/padding_ratio, data/skipped, ...;
@@ -53,9 +53,9 @@ class TrainLogger:
         self.history = [h for h in self.history if h["step"] <= step]
         self.evals = [h for h in self.evals if h["step"] <= step]
         if self.section.progress:
-            from tqdm import tqdm
+            from onevision.utils.progress import progress_bar
 
-            self._bar = tqdm(total=self.total_steps, initial=step, desc=self.name, unit="step", dynamic_ncols=True)
+            self._bar = progress_bar(total=self.total_steps, initial=step, desc=self.name, unit="step")
         if self.section.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 

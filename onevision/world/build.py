@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from onevision.utils.progress import progress_bar
 from onevision.world.media import write_image, write_video
 from onevision.world.sample import SCENARIOS, make_record
 from onevision.world.scene import WorldConfig
@@ -200,7 +201,7 @@ def build_world(
         )
         total = len(chosen) * (n_train + n_test)
         try:
-            bar = tqdm(total=total, desc=f"world {root.name}", disable=not progress, unit="item")
+            bar = progress_bar(total=total, desc=f"world {root.name}", disable=not progress, unit="item")
             with bar:
                 for split in SPLITS:
                     manifest.splits[split] = {
