@@ -61,10 +61,10 @@ def test_table_shows_geometry(capsys):
     assert out.splitlines()[-1] == f"total: {(81 + 1) * 16} visual tokens"
 
 
-def test_settings_flags_and_model_size(capsys):
-    _, out, _ = run(["--image", "640x480", "--model-size", "debug", "--json"], capsys)
+def test_settings_flags_and_visual_preset(capsys):
+    _, out, _ = run(["--image", "640x480", "--visual-preset", "debug", "--json"], capsys)
     assert json.loads(out)["total"] == plan_sample([ImageMedia(640, 480)], preset("debug").visual).total == 311
-    _, out, _ = run(["--image", "640x480", "--model-size", "debug", "--anyres-max", "9", "--max-grid", "2", "--json"], capsys)
+    _, out, _ = run(["--image", "640x480", "--visual-preset", "debug", "--anyres-max", "9", "--max-grid", "2", "--json"], capsys)
     item = json.loads(out)["items"][0]
     assert item["anyres_max"] == 9 and item["grid"] == [2, 2] and item["base_tokens"] == 64
     _, out, _ = run(["--image", "100x100", "--image-size", "224", "--patch-size", "16", "--json"], capsys)

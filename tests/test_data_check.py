@@ -23,7 +23,7 @@ def tokenizer_dir(tmp_path_factory):
 
 def test_check_lists_each_bad_record_and_exits_nonzero(tmp_path, tokenizer_dir, capsys):
     recipe = write_recipe(tmp_path)
-    code = run_cli(["data", "check", str(recipe), "--json", "--model-size", "debug", "--tokenizer", tokenizer_dir, "--no-progress"])
+    code = run_cli(["data", "check", str(recipe), "--json", "--visual-preset", "debug", "--tokenizer", tokenizer_dir, "--no-progress"])
     report = json.loads(capsys.readouterr().out)
     assert code == 1 and report["ok"] is False
     expected = written_records(recipe)
@@ -51,7 +51,7 @@ def test_check_lists_each_bad_record_and_exits_nonzero(tmp_path, tokenizer_dir, 
 @pytest.mark.slow
 def test_check_text_report_with_workers(tmp_path, tokenizer_dir, capsys):
     recipe = write_recipe(tmp_path)
-    code = run_cli(["data", "check", str(recipe), "--workers", "2", "--model-size", "debug", "--tokenizer", tokenizer_dir, "--no-progress"])
+    code = run_cli(["data", "check", str(recipe), "--workers", "2", "--visual-preset", "debug", "--tokenizer", tokenizer_dir, "--no-progress"])
     out = capsys.readouterr().out
     assert code == 1
     bad_lines = [line for line in out.splitlines() if line.startswith("  [")]
@@ -63,7 +63,7 @@ def test_check_text_report_with_workers(tmp_path, tokenizer_dir, capsys):
 
 def test_clean_recipe_exits_zero(tmp_path, tokenizer_dir, capsys):
     recipe = write_recipe(tmp_path, with_bad=False)
-    code = run_cli(["data", "check", str(recipe), "--json", "--model-size", "debug", "--tokenizer", tokenizer_dir, "--no-progress"])
+    code = run_cli(["data", "check", str(recipe), "--json", "--visual-preset", "debug", "--tokenizer", tokenizer_dir, "--no-progress"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["ok"] is True and report["bad"] == []
     assert report["counts"]["good"] == len(good_records())

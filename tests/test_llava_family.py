@@ -197,7 +197,7 @@ def test_tokens_command_counts_per_family(capsys):
 
     totals = {}
     for size in ("llava15-7b", "llava-v1-7b", "0.5b"):
-        assert main(["tokens", "--model-size", size, "--image", "640x480", "--json"]) == 0
+        assert main(["tokens", "--visual-preset", size, "--image", "640x480", "--json"]) == 0
         totals[size] = json.loads(capsys.readouterr().out)["total"]
     assert totals == {"llava15-7b": 576, "llava-v1-7b": 256, "0.5b": 2929}
 

@@ -1,5 +1,9 @@
 """`onevision convert`: rewrite a checkpoint in another layout, or assemble one from components.
 
+Two forms, told apart by --llm: SRC DST rewrites checkpoint SRC into DST; --llm DIR --vision DIR DST
+assembles DST from a language model and a vision tower. A mix of the two is refused.
+
+Examples:
     onevision convert llava-onevision-qwen2-0.5b-ov out-hf --to hf              # LLaVA-NeXT -> transformers
     onevision convert out-hf out-next --to llava-next --dtype bf16
     onevision convert --llm Qwen2-0.5B-Instruct --vision siglip-so400m-patch14-384 stage1-init \\
@@ -25,8 +29,12 @@ from onevision.checkpoint.components import FAMILIES
 from onevision.checkpoint.convert import DTYPES, FORMATS, convert, detect_format
 from onevision.checkpoint.files import read_json
 from onevision.cli.errors import InputError, loading, reading, show_path
+from onevision.cli.options import add_dtype
 from onevision.tokenizer import TOKENIZER_FILES, load_tokenizer
 
+USAGE = """
+  onevision convert SRC DST --to FORMAT [options]
+  onevision convert --llm DIR --vision DIR DST --to FORMAT [options]"""
 _SHARD_SIZE = re.compile(r"\s*([0-9]+)\s*([KMGT]B)?\s*", re.IGNORECASE)
 
 
@@ -44,15 +52,19 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="convert a checkpoint between transformers, LLaVA-NeXT and LLaVA layouts, or build one from LLM + vision tower",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage=USAGE,
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="SRC DST: source checkpoint folder and output folder (DST alone with --llm/--vision)")
+    # One positional list, checked in run(): argparse cannot give an optional SRC before DST
+    # reliably once options come first.
+    parser.add_argument("paths", nargs="+", metavar="SRC DST | DST", help="SRC DST (a checkpoint folder and the output folder), or DST alone with --llm and --vision")
     parser.add_argument("--to", required=True, choices=FORMATS, help="output layout")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="cast floating weights (default: keep)")
-    parser.add_argument("--llm", type=Path, default=None, help="Qwen2 or Llama folder (*ForCausalLM.save_pretrained) to start from")
+    add_dtype(parser)
+    parser.add_argument("--llm", type=Path, default=None, metavar="DIR", help="Qwen2 or Llama folder (*ForCausalLM.save_pretrained) to assemble DST from")
     parser.add_argument(
         "--vision",
         type=Path,
         default=None,
+        metavar="DIR",
         help="SigLIP or CLIP folder: the tower to start from (with --llm), the shape of a LLaVA-NeXT source's tower, "
         "or an original LLaVA source's CLIP tower (default: its mm_vision_tower)",
     )
@@ -60,6 +72,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         "--vision-feature-layer",
         type=_feature_layers,
         default=None,
+        metavar="N[,N...]",
         help="with --llm: tower layer used as features, later layers dropped (-2 as LLaVA-OneVision and LLaVA; "
         "default -1, or -2 with a llava family); a comma list (--vision-feature-layer=-2,-5) concatenates several",
     )
@@ -69,8 +82,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         default="onevision",
         help="with --llm: the system to start (projector, newline, class token, placeholders; default onevision)",
     )
-    parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer folder to write beside the weights (default: the source's, if any)")
-    parser.add_argument("--max-shard-size", type=parse_shard_size, default="5GB", help="shard the weights past this size (default 5GB)")
+    parser.add_argument("--tokenizer", type=Path, default=None, metavar="DIR", help="tokenizer folder to write beside the weights (default: the source's, if any)")
+    parser.add_argument("--max-shard-size", type=parse_shard_size, default="5GB", metavar="SIZE", help="shard the weights past this size (default 5GB)")
     parser.add_argument(
         "--allow-unexpressible",
         action="store_true",
@@ -109,18 +122,31 @@ def _default_layer(args: argparse.Namespace) -> int | list[int]:
     return -1 if args.family == "onevision" else -2
 
 
+def check_paths(args: argparse.Namespace) -> tuple[Path | None, Path]:
+    """(SRC or None, DST) of the form the arguments take; a mixed or incomplete form is refused.
+
+    Raises:
+        InputError: naming the flags and the paths given.
+    """
+    paths = [show_path(p) for p in args.paths]
+    if args.llm is not None:
+        if args.vision is None:
+            raise InputError("--llm needs --vision (the SigLIP or CLIP folder): onevision convert --llm DIR --vision DIR DST")
+        if len(args.paths) != 1:
+            raise InputError(f"with --llm and --vision give DST alone (they are the source), got {len(paths)} paths: {paths}; "
+                             "to rewrite a checkpoint SRC instead, drop --llm")
+        return None, Path(args.paths[0])
+    if len(args.paths) != 2:
+        hint = " (to assemble DST from components, add --llm DIR --vision DIR)" if len(paths) == 1 else ""
+        raise InputError(f"expected SRC DST, got {len(paths)} path(s): {paths}{hint}")
+    if args.family != "onevision" or args.vision_feature_layer is not None:
+        raise InputError("--family and --vision-feature-layer apply with --llm/--vision only (a checkpoint's own config says them)")
+    return Path(args.paths[0]), Path(args.paths[1])
+
+
 def run(args: argparse.Namespace) -> int:
     """Convert; 0 on success, 2 (raised for main() to report) on bad arguments or a checkpoint that cannot be converted."""
-    components = args.llm is not None
-    if len(args.paths) != (1 if components else 2):
-        expected = "DST (with --llm and --vision)" if components else "SRC DST"
-        raise InputError(f"expected {expected}, got {len(args.paths)} path(s): {[show_path(p) for p in args.paths]}")
-    if components and args.vision is None:
-        raise InputError("--llm needs --vision (the SigLIP or CLIP folder)")
-    if not components and (args.family != "onevision" or args.vision_feature_layer is not None):
-        raise InputError("--family and --vision-feature-layer apply with --llm/--vision only (a checkpoint's own config says them)")
-    src = None if components else Path(args.paths[0])
-    dst = Path(args.paths[-1])
+    src, dst = check_paths(args)
     if dst.exists() and not dst.is_dir():
         raise InputError(f"DST {show_path(dst)} exists and is not a folder")
     if args.tokenizer is not None and not any((args.tokenizer / n).is_file() for n in TOKENIZER_FILES):

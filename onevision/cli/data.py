@@ -1,8 +1,9 @@
 """`onevision data`: inspect training data.
 
+Examples:
     onevision data check RECIPE.yaml                      # every record, its media and tokens
     onevision data check RECIPE.yaml --workers 8 --json   # one JSON object on stdout
-    onevision data check stage1.yaml --template plain --model-size 0.5b --max-length 4096
+    onevision data check stage1.yaml --template plain --visual-preset 7b --max-length 4096
 
 `check` reads every record and its media through the training Dataset (decode, pixels,
 tokens), prints counts per modality, token-length statistics per modality and every bad
@@ -17,19 +18,20 @@ import json
 from pathlib import Path
 
 from onevision.cli.errors import EXIT_FOUND, InputError, bounded_int, printable, reading, show_path
-from onevision.cli.options import MAX_NEW_TOKENS, MAX_WORKERS
+from onevision.cli.options import MAX_NEW_TOKENS, MAX_WORKERS, add_no_progress, add_retired, add_visual_preset, examples_block
 from onevision.data.check import check_recipe
 from onevision.data.dataset import DataConfig
 from onevision.data.recipe import load_recipe
 from onevision.data.template import TEMPLATES, TemplateConfig
-from onevision.model.config import PRESETS, preset
+from onevision.model.config import preset
 
 
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "data",
         help="inspect training data (check a recipe's records and media)",
-        description="Inspect training data.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="data_command", metavar="ACTION")
     check = commands.add_parser(
@@ -42,20 +44,20 @@ def register(subparsers) -> argparse.ArgumentParser:
             "Exit status 1 when any record is bad, 2 on a bad argument or a recipe, record file or "
             "tokenizer that cannot be read, 3 on an internal error."
         ),
+        epilog=examples_block(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("recipe", help="mixture YAML (official LLaVA-NeXT format)")
+    check.add_argument("recipe", metavar="RECIPE", help="mixture YAML (official LLaVA-NeXT format)")
     check.add_argument("--json", action="store_true", help='print one JSON object {"ok", "bad", "stats", "counts"}')
-    check.add_argument("--workers", type=bounded_int(0, MAX_WORKERS), default=0, help="decoding worker processes (default 0: in-process)")
-    check.add_argument("--max-length", type=bounded_int(1, 4 * MAX_NEW_TOKENS), default=TemplateConfig.max_length,
+    check.add_argument("--workers", type=bounded_int(0, MAX_WORKERS), default=0, metavar="N", help="decoding worker processes (default 0: in-process)")
+    check.add_argument("--max-length", type=bounded_int(1, 4 * MAX_NEW_TOKENS), default=TemplateConfig.max_length, metavar="N",
                        help="most tokens per sample (default %(default)s)")
-    check.add_argument(
-        "--model-size", default="0.5b", choices=sorted(PRESETS),
-        help="model preset whose visual settings plan the tokens (default %(default)s)",
-    )
-    check.add_argument("--tokenizer", default="qwen2", help="'qwen2' (built locally) or a tokenizer folder (default %(default)s)")
+    add_visual_preset(check)
+    add_retired(check, "--model-size")
+    check.add_argument("--tokenizer", default="qwen2", metavar="DIR", help="'qwen2' (built locally) or a tokenizer folder (default %(default)s)")
     check.add_argument("--template", default="chatml", choices=TEMPLATES, help="chat template (default %(default)s; 'plain' for stage 1)")
     check.add_argument("--time-instruction", action="store_true", help="add LLaVA-Video's frame-time prompt to videos")
-    check.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(check)
     check.set_defaults(func=run)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
     return parser
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe)
     tokenizer = load_tokenizer(args.tokenizer)
     config = DataConfig(
-        visual=preset(args.model_size).visual,
+        visual=preset(args.visual_preset).visual,
         template=TemplateConfig(template=args.template, max_length=args.max_length),
         time_instruction=args.time_instruction,
     )
@@ -92,6 +94,6 @@ def run(args: argparse.Namespace) -> int:
         # ensure_ascii (the default) writes undecodable name bytes as \\u escapes: valid JSON.
         print(json.dumps(report.to_dict(), indent=None))
     else:
-        print(printable(f"{args.recipe} ({args.model_size} visual settings, {args.template} template, max_length {args.max_length})"))
+        print(printable(f"{args.recipe} ({args.visual_preset} visual settings, {args.template} template, max_length {args.max_length})"))
         print(printable(report.format()))
     return 0 if report.ok else EXIT_FOUND

@@ -1,6 +1,7 @@
 """`onevision demo`: the LLaVA-OneVision recipe end to end on a CPU, on a synthetic world.
 
-    onevision demo                      # six to eight minutes on two CPU cores
+Examples:
+    onevision demo                      # about 5-10 minutes on 2 CPU cores
     onevision demo --out runs/demo --seed 1
     onevision demo --quick              # a shortened run (well under a minute), the CI smoke test
 
@@ -19,7 +20,7 @@ import argparse
 from pathlib import Path
 
 from onevision.cli.errors import InputError, bounded_int, show_path
-from onevision.cli.options import MAX_SEED, MAX_WORKERS
+from onevision.cli.options import MAX_WORKERS, add_no_progress, add_seed
 
 
 def register(subparsers) -> None:
@@ -35,13 +36,13 @@ def register(subparsers) -> None:
 
 def add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
     """Options shared by `demo` and `transfer`."""
-    parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
-    parser.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=0, help="seed of the world, every initialisation and the data order (default 0)")
+    parser.add_argument("--out", default=default_out, metavar="DIR", help=f"output folder (default {default_out})")
+    add_seed(parser, "the world, every initialisation and the data order")
     parser.add_argument("--quick", action="store_true", help="a shortened run that checks every step works (well under a minute)")
-    parser.add_argument("--cache", default=None, help="cache folder (default $ONEVISION_CACHE/demo or ~/.cache/onevision/demo)")
+    parser.add_argument("--cache", default=None, metavar="DIR", help="cache folder (default $ONEVISION_CACHE/demo or ~/.cache/onevision/demo)")
     parser.add_argument("--no-cache", action="store_true", help="rebuild every step instead of reusing finished ones")
-    parser.add_argument("--threads", type=bounded_int(1, MAX_WORKERS), default=None, help="torch CPU threads (default 1: results do not depend on the machine)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--threads", type=bounded_int(1, MAX_WORKERS), default=None, metavar="N", help="torch CPU threads (default 1: results do not depend on the machine)")
+    add_no_progress(parser)
 
 
 def config_from_args(args: argparse.Namespace):

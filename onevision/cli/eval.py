@@ -1,5 +1,6 @@
 """`onevision eval`: score checkpoints on benchmark records; several give a transfer matrix.
 
+Examples:
     onevision eval --checkpoints runs/ov/final --data world/test --report report.json
     onevision eval --checkpoints si=runs/si video=runs/video ov=runs/ov --data world/test \\
         --report transfer.json --plot transfer.png
@@ -9,9 +10,9 @@ official LLaVA format plus "answer" and optionally "choices", "task", "scenario"
 `onevision.world` writes). Media paths are read relative to --media-root, else the file's
 folder (or the folder above it, where a world keeps its media).
 
-Records with choices are multiple choice, scored by likelihood (--choice-by text: each choice's
-text under the record's own prompt; letter: the choices listed as "A. ..." lines and their letters
-scored); records without are answered greedily and compared by exact match (case, whitespace and
+Records with choices are multiple choice, scored by likelihood (--choice-by text, the default:
+each choice's text under the record's own prompt; letter: the choices listed as "A. ..." lines and
+their letters scored); records without are answered greedily and compared by exact match (case, whitespace and
 a trailing period ignored). --mode forces one way for all.
 
 Each checkpoint prints a table per scenario and per task (n, failed, accuracy, chance). With
@@ -26,7 +27,7 @@ import argparse
 from pathlib import Path
 
 from onevision.cli.errors import InputError, bounded_int, check_output_file, loading, reading, show_path
-from onevision.cli.options import MAX_BATCH, MAX_NEW_TOKENS, add_device_options
+from onevision.cli.options import MAX_BATCH, MAX_NEW_TOKENS, add_choice_by, add_device_options, add_no_progress
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -37,18 +38,18 @@ def register(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--checkpoints", nargs="+", required=True, metavar="[NAME=]PATH", help="checkpoint folders, optionally named")
-    parser.add_argument("--data", nargs="+", required=True, type=Path, help="record files or folders of .jsonl")
-    parser.add_argument("--media-root", type=Path, default=None, help="folder media paths are relative to")
+    parser.add_argument("--data", nargs="+", required=True, type=Path, metavar="PATH", help="record files or folders of .jsonl")
+    parser.add_argument("--media-root", type=Path, default=None, metavar="DIR", help="folder media paths are relative to")
     parser.add_argument("--mode", choices=["auto", "choice", "generate"], default="auto", help="auto: choice when a record has choices (default)")
-    parser.add_argument("--choice-by", choices=["text", "letter"], default="text", help="how choices are scored (default text)")
-    parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=8, help=f"records per model batch (default 8, at most {MAX_BATCH})")
-    parser.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS), default=32,
+    add_choice_by(parser)
+    parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=8, metavar="N", help=f"records per model batch (default 8, at most {MAX_BATCH})")
+    parser.add_argument("--max-new-tokens", type=bounded_int(1, MAX_NEW_TOKENS), default=32, metavar="N",
                         help="generation length for exact-match records (default 32)")
-    parser.add_argument("--limit", type=bounded_int(1), default=None, help="only the first N records (quick checks)")
-    parser.add_argument("--report", type=Path, default=None, help="write the JSON report here")
-    parser.add_argument("--plot", type=Path, default=None, help="write the transfer-matrix heat map (PNG) here")
+    parser.add_argument("--limit", type=bounded_int(1), default=None, metavar="N", help="only the first N records (quick checks)")
+    parser.add_argument("--report", type=Path, default=None, metavar="FILE", help="write the JSON report here")
+    parser.add_argument("--plot", type=Path, default=None, metavar="FILE", help="write the transfer-matrix heat map (PNG) here")
     add_device_options(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(parser)
     parser.set_defaults(func=run)
     return parser
 

@@ -1,12 +1,13 @@
 """`onevision generate`: answer one prompt about images, a video, or nothing.
 
-    onevision generate --model-size debug --prompt "What is shown?"          # random debug model, seconds
+Examples:
+    onevision generate --random-model debug --prompt "What is shown?"       # random debug model, seconds
     onevision generate --model ckpt --image cat.jpg --prompt "What is shown?"
     onevision generate --model ckpt --image a.jpg --image b.jpg --prompt "What differs?"
     onevision generate --model ckpt --video clip.mp4 --prompt "What happens?" --temperature 0.7 --seed 0
 
 --model is any checkpoint folder `onevision convert` reads (transformers' llava_onevision or the
-original LLaVA-NeXT layout) with its tokenizer saved beside the weights. --model-size debug
+original LLaVA-NeXT layout) with its tokenizer saved beside the weights. --random-model debug
 builds a random debug-size model and a tiny tokenizer in memory (nothing downloaded): its
 answers are noise, it shows that the whole path runs. One image is read with AnyRes, several at
 base resolution each, a video as uniformly sampled frames. Greedy unless --temperature > 0.
@@ -17,8 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onevision.cli.errors import bounded_float, bounded_int, loading, text
-from onevision.cli.options import MAX_SEED, add_device_options, add_generation_options, add_model_source
+from onevision.cli.errors import bounded_float, loading, text
+from onevision.cli.options import add_device_options, add_generation_options, add_model_source, add_seed
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -28,14 +29,14 @@ def register(subparsers) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_model_source(parser, "build a random model of this size instead")
+    add_model_source(parser)
     media = parser.add_mutually_exclusive_group()
     media.add_argument("--image", action="append", default=[], metavar="FILE", help="an image (repeat for several)")
     media.add_argument("--video", metavar="PATH", help="a video file or a folder of frames")
-    parser.add_argument("--prompt", type=text, required=True, help="the question; <image>/<video> placeholders optional")
+    parser.add_argument("--prompt", type=text, required=True, metavar="TEXT", help="the question; <image>/<video> placeholders optional")
     add_generation_options(parser, max_new_tokens=128)
-    parser.add_argument("--top-p", type=bounded_float(0.0, 1.0, low_open=True), default=1.0, help="nucleus sampling threshold (default 1.0: off)")
-    parser.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=0, help="seed of sampling and of the debug model's weights (default 0)")
+    parser.add_argument("--top-p", type=bounded_float(0.0, 1.0, low_open=True), default=1.0, metavar="P", help="nucleus sampling threshold (default 1.0: off)")
+    add_seed(parser, "sampling (with --temperature > 0) and of a --random-model's weights")
     add_device_options(parser)
     parser.set_defaults(func=run)
     return parser
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     with loading("--model", args.model):
         pipe = load_pipeline(
             args.model,
-            args.model_size,
+            args.random_model,
             device=args.device,
             dtype=args.dtype,
             config=InferenceConfig(num_frames=args.num_frames),
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
     )
-    if args.model_size:
+    if args.random_model:
         print("(random debug model: the answer is noise)", file=sys.stderr)
     print(answer)
     return 0

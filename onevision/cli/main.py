@@ -17,6 +17,8 @@ import sys
 import traceback
 
 from onevision.cli.errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, describe, input_errors
+from onevision.cli.options import EXAMPLES
+from onevision.utils.progress import is_terminal
 
 # (command, module) pairs, in the order `--help` lists them.
 COMMANDS = [
@@ -34,13 +36,25 @@ COMMANDS = [
 ]
 
 
+EPILOG = f"""{EXAMPLES}
+    onevision demo                                     # the whole recipe on a synthetic world, CPU
+    onevision tokens --image 640x480                   # visual tokens of an image and their layout
+    onevision train stage1 model.size=debug --print-config
+    onevision generate --model ckpt --image cat.jpg --prompt "What is shown?"
+    onevision COMMAND --help                           # a command's options and examples
+
+exit status: 0 done; 1 the command found problems (data check: bad records; tokens: over budget);
+2 bad usage or input (one line on stderr names the argument or file); 3 internal error (traceback
+shown); 130 interrupted. ONEVISION_TRACEBACK=1 shows the traceback of input errors too.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onevision",
         description="Train and run LLaVA-OneVision-style vision-language models.",
-        epilog="exit status: 0 done; 1 the command found problems (data check: bad records; tokens: over budget); "
-        "2 bad usage or input (one line on stderr names the argument or file); 3 internal error (traceback shown); "
-        "130 interrupted. ONEVISION_TRACEBACK=1 shows the traceback of input errors too.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for _name, module in COMMANDS:
@@ -56,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one sub-command; usage errors exit through argparse (SystemExit 2) as usual."""
+    if not is_terminal(sys.stderr):
+        # transformers' and huggingface_hub's own bars (writing shards, loading weights) redraw
+        # with carriage returns; in a log they are noise. Read when those libraries are imported.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

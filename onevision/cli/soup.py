@@ -1,5 +1,6 @@
 """`onevision soup`: average fine-tunes of one start into one model (Wortsman et al. 2022, arXiv 2203.05482).
 
+Examples:
     onevision soup runs/grid/stage2_si/* --out runs/soup               # uniform soup of the grid
     onevision soup runs/a runs/b runs/c --out runs/greedy --greedy --eval world/val
     onevision soup grid stage2_si --lr 1e-5 2e-5 --weight-decay 0 0.1 --data-seed 0 1 --print
@@ -32,7 +33,7 @@ import shlex
 from pathlib import Path
 
 from onevision.cli.errors import InputError, bounded_int, reading, show_path
-from onevision.cli.options import MAX_BATCH, MAX_SEED, parse_device
+from onevision.cli.options import MAX_BATCH, MAX_SEED, add_dtype, parse_device
 
 _AVERAGE_ONLY = ("out", "greedy", "eval", "dtype", "allow_unknown_start", "force", "limit", "media_root")
 _GRID_ONLY = ("lr", "weight_decay", "data_seed", "root", "print")
@@ -47,21 +48,21 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("items", nargs="+", metavar="RUN | grid STAGE [KEY=VALUE]", help="ingredients, or 'grid' and a stage recipe with overrides")
     soup = parser.add_argument_group("averaging")
-    soup.add_argument("--out", type=Path, default=None, help="the soup's folder (required)")
-    soup.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="weight dtype of the soup (default: the ingredients')")
+    soup.add_argument("--out", type=Path, default=None, metavar="DIR", help="the soup's folder (required)")
+    add_dtype(soup)
     soup.add_argument("--allow-unknown-start", action="store_true", help="accept ingredients that record no start fingerprint")
     soup.add_argument("--force", action="store_true", help="replace an existing --out folder")
     soup.add_argument("--greedy", action="store_true", help="greedy soup on the held-out records of --eval")
     soup.add_argument("--eval", nargs="+", type=Path, default=None, metavar="DATA", help="held-out record files or folders (greedy)")
-    soup.add_argument("--media-root", type=Path, default=None, help="folder the held-out media paths are relative to")
-    soup.add_argument("--limit", type=bounded_int(1), default=None, help="only the first N held-out records")
-    soup.add_argument("--device", type=parse_device, default="cpu", help="where held-out scoring runs (default cpu)")
-    soup.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=8, help="held-out records per model batch (default 8)")
+    soup.add_argument("--media-root", type=Path, default=None, metavar="DIR", help="folder media paths are relative to")
+    soup.add_argument("--limit", type=bounded_int(1), default=None, metavar="N", help="only the first N records (quick checks)")
+    soup.add_argument("--device", type=parse_device, default="cpu", metavar="TYPE[:N]", help="torch device: cpu, cuda, cuda:N or mps (default cpu)")
+    soup.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=8, metavar="N", help=f"records per model batch (default 8, at most {MAX_BATCH})")
     grid = parser.add_argument_group("grid")
-    grid.add_argument("--lr", nargs="+", default=None, metavar="LR", help="values of optim.lr")
+    grid.add_argument("--lr", nargs="+", default=None, metavar="RATE", help="values of optim.lr")
     grid.add_argument("--weight-decay", nargs="+", default=None, metavar="WD", help="values of optim.weight_decay")
     grid.add_argument("--data-seed", nargs="+", default=None, metavar="SEED", help="values of loop.seed")
-    grid.add_argument("--root", type=Path, default=None, help="folder of the grid's runs (default <output_root>/grid/<stage>)")
+    grid.add_argument("--root", type=Path, default=None, metavar="DIR", help="folder of the grid's runs (default <output_root>/grid/<stage>)")
     grid.add_argument("--print", action="store_true", help="print the training commands instead of running them")
     parser.set_defaults(func=run)
     return parser

@@ -1,10 +1,11 @@
 """`onevision tokens`: how many visual tokens a sample's media take, and how they are laid out.
 
+Examples:
     onevision tokens --image 640x480                      # one image: AnyRes-Max-9, 2929 tokens
     onevision tokens --images 768x768,1152x1152           # two images at base size: 730 each
     onevision tokens --video-frames 32                    # 32 frames x 196 + 1 newline = 6273
     onevision tokens --image 1920x1080 --video-frames 64 --max-visual-tokens 8000
-    onevision tokens --image 640x480 --model-size debug --json
+    onevision tokens --image 640x480 --visual-preset debug --json
 
 Sizes are WIDTHxHEIGHT, as image tools print them. The count is the planner's
 (`onevision.budget.plan_sample`), the one data loading, packing and the model all use.
@@ -30,7 +31,7 @@ from onevision.budget import (
 )
 from onevision.budget.planner import VIDEO_NEWLINE_POLICIES, ItemPlan
 from onevision.cli.errors import bounded_int
-from onevision.cli.options import MAX_FRAMES
+from onevision.cli.options import MAX_FRAMES, add_retired, add_visual_preset
 
 _SIZE = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
 MAX_GRID = 64
@@ -93,11 +94,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     media.add_argument("--images", type=parse_sizes, metavar="WxH,WxH,...", help="a multi-image sample: base size each")
     media.add_argument("--video-frames", type=_positive, action="append", default=[], metavar="F",
                        help="a video able to deliver F frames (repeat for several videos)")
-    settings = parser.add_argument_group("visual settings (defaults: the --model-size preset, else SigLIP-384, N=9)")
-    settings.add_argument(
-        "--model-size", choices=("debug", "0.5b", "7b", "72b", "llava15-7b", "llava15-13b", "llava15-debug", "llava-v1-7b", "llava-v1-debug"),
-        help="take the preset's visual settings (llava15-*: 576 tokens per image, llava-v1-*: 256, no newline)",
-    )
+    settings = parser.add_argument_group("visual settings (defaults: the --visual-preset's; each flag overrides one)")
+    add_visual_preset(settings)
+    add_retired(parser, "--model-size")
     settings.add_argument("--image-size", type=_positive, metavar="PX", help="tower input side in pixels (384)")
     settings.add_argument("--patch-size", type=_positive, metavar="PX", help="tower patch side in pixels (14)")
     settings.add_argument("--anyres-max", type=bounded_int(1, MAX_ANYRES), metavar="N", help=f"N of AnyRes-Max-N (9; at most {MAX_ANYRES})")
@@ -115,12 +114,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> VisualSettings:
     """The preset's (or the default) visual settings with the flags given on top."""
-    if args.model_size is not None:
-        from onevision.model.config import preset
+    from onevision.model.config import preset
 
-        base = preset(args.model_size).visual
-    else:
-        base = VisualSettings()
+    base = preset(args.visual_preset).visual
     overrides = {field: getattr(args, dest) for dest, field in _SETTING_FLAGS if getattr(args, dest) is not None}
     return dataclasses.replace(base, **overrides)
 

@@ -1,5 +1,6 @@
 """`onevision train`: run one curriculum stage from a recipe.
 
+Examples:
     onevision train stage1 model.size=debug data.recipe=my/recipe.yaml output_root=/tmp/runs
     onevision train stage1_5 output_root=/tmp/runs          # starts from /tmp/runs/stage1/hf
     onevision train path/to/my_stage.yaml loop.steps=100 --print-config

@@ -1,6 +1,7 @@
 """`onevision transfer`: train single-image only vs the OneVision mixture from one stage-1.5
 checkpoint and compare them on every scenario (the transfer matrix).
 
+Examples:
     onevision transfer                               # reuses the demo's cached pretraining and stages 1 / 1.5
     onevision transfer --recipes single_image,multi_image,video,onevision
     onevision transfer --quick --out /tmp/transfer
@@ -29,6 +30,7 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--recipes",
         default="single_image,onevision",
+        metavar="NAME,NAME,...",
         help="comma-separated rows to train, from single_image, multi_image, video, onevision (default single_image,onevision)",
     )
     parser.set_defaults(func=run)

@@ -1,9 +1,11 @@
 """`onevision video-qa`: ask questions about many videos, batched and resumable, into a JSONL file.
 
+Examples:
     onevision video-qa --model ckpt --videos clips/ --question "What happens in this video?" --out answers.jsonl
     onevision video-qa --model ckpt --questions questions.jsonl --out answers.jsonl --batch-size 8
     onevision video-qa --model ckpt --videos clips/ --question "Which animal appears?" \\
-        --options cat dog bird --out choices.jsonl
+        --options cat dog bird --choice-by letter --out choices.jsonl
+    onevision video-qa --random-model debug --videos clips/ --question "What happens?" --out /tmp/try.jsonl
 
 Questions: every video file under --videos (recursively; ids are the relative paths) with the
 one --question, or a JSONL of {"id", "video", "question"[, "options"]} (--question is the default
@@ -11,10 +13,11 @@ for lines without one; relative video paths are read from the JSONL's folder).
 
 Open questions are answered by generation (greedy unless --temperature > 0). Questions with
 options are multiple choice, answered by likelihood, never by parsing text: with
---choice-by letter (default) the options are listed in the prompt as "A. cat", "B. dog", ...
-with "Answer with the option's letter from the given choices directly." and the option whose
-letter is most likely as the answer's first token wins; with --choice-by text the question is
-used as written and each option's text (followed by <|im_end|>) is scored, summed over its tokens.
+--choice-by text (default) the question is used as written and each option's text (followed by
+<|im_end|>) is scored, summed over its tokens; with --choice-by letter (the prompt the released
+models were tuned on) the options are listed in the prompt as "A. cat", "B. dog", ... with
+"Answer with the option's letter from the given choices directly." and the option whose letter
+is most likely as the answer's first token wins.
 The line then holds "answer" (the option), "choice" (its letter) and "scores" (log-likelihoods).
 
 Output lines: {id, video, question, answer, [options, choice, scores], error?, seconds}, each
@@ -32,7 +35,16 @@ import sys
 from pathlib import Path
 
 from onevision.cli.errors import InputError, bounded_int, loading, reading, show_path, text
-from onevision.cli.options import MAX_BATCH, MAX_SEED, MAX_WORKERS, add_device_options, add_generation_options, add_model_source
+from onevision.cli.options import (
+    MAX_BATCH,
+    MAX_WORKERS,
+    add_choice_by,
+    add_device_options,
+    add_generation_options,
+    add_model_source,
+    add_no_progress,
+    add_seed,
+)
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -42,21 +54,22 @@ def register(subparsers) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_model_source(parser, "a random debug model (for trying the command)")
+    add_model_source(parser)
     inputs = parser.add_mutually_exclusive_group(required=True)
-    inputs.add_argument("--videos", type=Path, help="folder of videos (searched recursively)")
-    inputs.add_argument("--questions", type=Path, help="JSONL of {id, video, question[, options]}")
-    parser.add_argument("--question", type=text, help="the question for every video (default for JSONL lines without one)")
-    parser.add_argument("--options", type=text, nargs="+", default=[], help="answer options for every video of --videos (multiple choice)")
-    parser.add_argument("--choice-by", choices=["letter", "text"], default="letter", help="how options are scored (default letter)")
-    parser.add_argument("--out", type=Path, required=True, help="output JSONL (appended to; ids in it are skipped)")
+    inputs.add_argument("--videos", type=Path, metavar="DIR", help="folder of videos (searched recursively)")
+    inputs.add_argument("--questions", type=Path, metavar="FILE", help="JSONL of {id, video, question[, options]}")
+    parser.add_argument("--question", type=text, metavar="TEXT", help="the question for every video (default for JSONL lines without one)")
+    parser.add_argument("--options", type=text, nargs="+", default=[], metavar="OPTION",
+                        help="answer options for every video of --videos (multiple choice)")
+    add_choice_by(parser)
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="output JSONL (appended to; ids in it are skipped)")
     parser.add_argument("--retry-failed", action="store_true", help="ask again the ids whose line in --out holds an error")
-    parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=4, help=f"videos per model batch (default 4, at most {MAX_BATCH})")
-    parser.add_argument("--decode-workers", type=bounded_int(0, MAX_WORKERS), default=2, help="threads decoding the next batch (default 2; 0: none)")
+    parser.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=4, metavar="N", help=f"videos per model batch (default 4, at most {MAX_BATCH})")
+    parser.add_argument("--decode-workers", type=bounded_int(0, MAX_WORKERS), default=2, metavar="N", help="threads decoding the next batch (default 2; 0: none)")
     add_generation_options(parser, max_new_tokens=64)
-    parser.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=None, help="sampling seed (and the debug model's weights)")
+    add_seed(parser, "sampling (with --temperature > 0) and of a --random-model's weights")
     add_device_options(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -103,11 +116,11 @@ def run(args: argparse.Namespace) -> int:
     with loading("--model", args.model):
         pipe = load_pipeline(
             args.model,
-            args.model_size,
+            args.random_model,
             device=args.device,
             dtype=args.dtype,
             config=InferenceConfig(num_frames=args.num_frames),
-            seed=args.seed or 0,
+            seed=args.seed,
         )
     summary = run_video_qa(
         pipe,

@@ -1,5 +1,6 @@
 """`onevision world`: write the synthetic world to a folder, ready to train on.
 
+Examples:
     onevision world runs/world                        # 160 train + 24 test items per task
     onevision world runs/world --train 40 --test 8 --seed 1
     onevision world runs/world --scenarios single_image video
@@ -20,8 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onevision.cli.errors import bounded_int
-from onevision.cli.options import MAX_SEED
+from onevision.cli.options import add_no_progress, add_retired, add_seed
 
 
 def register(subparsers) -> None:
@@ -34,13 +34,14 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("out", metavar="DIR", help="folder to write the world into")
-    parser.add_argument("--train", type=int, default=160, help="train items per task (default 160)")
-    parser.add_argument("--test", type=int, default=24, help="test items per task (default 24)")
-    parser.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=0, help="root seed (default 0)")
-    parser.add_argument("--image-size", type=int, default=64, help="image and frame side in pixels, even (default 64)")
-    parser.add_argument("--frames", type=int, default=8, help="frames per video (default 8)")
+    parser.add_argument("--train", type=int, default=160, metavar="N", help="train items per task (default 160)")
+    parser.add_argument("--test", type=int, default=24, metavar="N", help="test items per task (default 24)")
+    add_seed(parser, "every rendered item")
+    parser.add_argument("--render-size", type=int, default=64, metavar="PX", help="side of the rendered images and video frames in pixels, even (default 64)")
+    add_retired(parser, "--image-size")
+    parser.add_argument("--frames", type=int, default=8, metavar="N", help="frames per video (default 8)")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="scenarios to generate (default all)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_no_progress(parser)
     parser.set_defaults(func=run)
 
 
@@ -49,16 +50,16 @@ def run(args: argparse.Namespace) -> int:
     from onevision.world.recipes import write_world_recipes
 
     limits = {"--train": (args.train, 0, 100_000), "--test": (args.test, 0, 100_000),
-              "--image-size": (args.image_size, 32, 1024), "--frames": (args.frames, 1, 256)}
+              "--render-size": (args.render_size, 32, 1024), "--frames": (args.frames, 1, 256)}
     for name, (value, low, high) in limits.items():
         if not low <= value <= high:
             print(f"onevision world: error: {name} must be in [{low}, {high}], got {value}", file=sys.stderr)
             return 2
-    if args.image_size % 2:
-        print(f"onevision world: error: --image-size must be even (yuv420p video), got {args.image_size}", file=sys.stderr)
+    if args.render_size % 2:
+        print(f"onevision world: error: --render-size must be even (yuv420p video), got {args.render_size}", file=sys.stderr)
         return 2
     manifest = build_world(
-        args.out, seed=args.seed, n_train=args.train, n_test=args.test, image_size=args.image_size,
+        args.out, seed=args.seed, n_train=args.train, n_test=args.test, image_size=args.render_size,
         frames=args.frames, scenarios=tuple(args.scenarios), progress=not args.no_progress,
     )
     recipes = write_world_recipes(args.out)

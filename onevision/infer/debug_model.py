@@ -3,7 +3,7 @@
 The debug model has a 512-token vocabulary, so it needs a tokenizer with at most 512 ids: a
 byte-level BPE (`onevision.tokenizer.train_small_tokenizer`, ChatML specials and template)
 trained on the built-in sentences below. The model's `<image>` / `<video>` placeholder ids are
-set to the tokenizer's. Nothing is downloaded; used by `onevision generate --model-size debug`,
+set to the tokenizer's. Nothing is downloaded; used by `onevision generate --random-model debug`,
 the tests and the benchmarks.
 
     pipe = debug_pipeline(seed=0)

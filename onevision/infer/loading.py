@@ -27,7 +27,7 @@ def load_pipeline(
 ) -> OneVision:
     """A checkpoint folder's pipeline, or the random debug one (`model_size='debug'`); for the CLIs."""
     if (model is None) == (model_size is None):
-        raise ValueError("give a checkpoint folder (--model) or --model-size debug, not both")
+        raise ValueError("give a checkpoint folder (--model) or --random-model debug, not both")
     if model is not None:
         return OneVision.from_pretrained(model, device=device, dtype=dtype, config=config)
     if model_size != "debug":

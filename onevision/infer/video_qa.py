@@ -36,12 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from tqdm.auto import tqdm
-
 from onevision.budget import BudgetError
 from onevision.data.media import MediaError
 from onevision.infer.inputs import LoadedMedia, Request
 from onevision.infer.prompt import LETTERS
+from onevision.utils.progress import progress_bar
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".wmv", ".mpg", ".mpeg", ".3gp", ".ts")
 MAX_OPTIONS = len(LETTERS)
@@ -236,7 +235,7 @@ def run_video_qa(
     out: str | os.PathLike,
     *,
     batch_size: int = 4,
-    choice_by: str = "letter",
+    choice_by: str = "text",
     decode_workers: int = 2,
     retry_failed: bool = False,
     progress: bool = True,
@@ -249,7 +248,7 @@ def run_video_qa(
 
     Args:
         batch_size: videos per model batch.
-        choice_by: for questions with options: 'letter' or 'text' (see `OneVision.choose`).
+        choice_by: for questions with options: 'text' (the CLI default) or 'letter' (see `OneVision.choose`).
         decode_workers: threads decoding the next batch; 0 decodes in the main thread.
         retry_failed: ask again the ids whose output line holds an error.
         generation: max_new_tokens, temperature, top_p, top_k, seed for open questions.
@@ -265,7 +264,7 @@ def run_video_qa(
     summary = Summary(videos=len(questions), skipped=len(questions) - len(pending))
     batches = [pending[i : i + max(1, batch_size)] for i in range(0, len(pending), max(1, batch_size))]
     pool = ThreadPoolExecutor(decode_workers) if decode_workers > 0 else None
-    bar = tqdm(total=len(pending), desc="video-qa", unit="video", disable=not progress)
+    bar = progress_bar(total=len(pending), desc="video-qa", unit="video", disable=not progress)
     # errors="backslashreplace" only guards against a string no check foresaw: inside a JSON
     # string the escape it writes (\udXXX) reads back as the same character.
     handle = out.open("a", encoding="utf-8", errors="backslashreplace")
