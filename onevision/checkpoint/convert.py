@@ -32,6 +32,7 @@ from onevision.model.config import ModelConfig
 
 FORMATS = ("hf", "llava-next", "llava-hf", "llava-original")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+"""Weight dtypes by their short names (convert, soup and inference take these); the one table."""
 
 
 def detect_format(folder: str | Path) -> str:

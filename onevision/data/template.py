@@ -69,6 +69,7 @@ from onevision.data.conversations import PLAIN_SEPARATOR, conversation_template
 from onevision.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN, image_token_id, video_token_id
 
 IGNORE_INDEX = -100
+"""Label of positions that are not supervised (the loss skips them); the one definition."""
 CONVERSATIONS = ("vicuna_v1", "llava_v1")
 TEMPLATES = ("chatml", "plain", *CONVERSATIONS)
 PLAIN_ENDS = ("eos", "newline")

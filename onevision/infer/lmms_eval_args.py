@@ -47,7 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+from onevision.model.config import ATTN_IMPLEMENTATIONS
+
 VIDEO_BACKENDS = ("auto", "decord", "pyav")
 POOL_MODES = ("bilinear", "average", "max")
 ORIGINAL_POOL_STRIDE = 2

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from onevision.budget import VisualSettings
+from onevision.checkpoint.convert import DTYPES
 from onevision.data.template import insert_time_instruction, time_instruction
 from onevision.infer.inputs import LoadedMedia, MediaLoader, Request
 from onevision.infer.likelihood import Score, score_continuations
@@ -60,7 +61,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 CHOICE_MODES = ("letter", "text")
 
 

@@ -95,6 +95,8 @@ class TextConfig:
 
 
 VISION_TOWERS = ("siglip", "clip")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+"""transformers' attention implementations the model takes (training adds its packed kernels)."""
 TEXT_MODELS = ("qwen2", "llama")
 SELECT_STRATEGIES = ("full", "default")
 _MLP = re.compile(r"^mlp(\d+)x_gelu$")

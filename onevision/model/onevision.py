@@ -33,14 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from onevision.model.config import ModelConfig, TextConfig, projector_depth
+from onevision.model.config import ATTN_IMPLEMENTATIONS, ModelConfig, TextConfig, projector_depth
 from onevision.model.layout import layout_items
 from onevision.model.projector import Projector
 from onevision.model.splice import check_placeholders, splice_features
 from onevision.model.vision import VisionTower
 from onevision.visual_batch import VisualBatch
-
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
 
 def qwen2_config(config: TextConfig, attn_implementation: str | None = "sdpa") -> Qwen2Config:

@@ -44,7 +44,6 @@ INDEX = "model.safetensors.index.json"
 SOUP_FILE = "onevision_soup.json"
 # Fields that say how a file was written, not which model it is.
 _IGNORED_FIELDS = {"dtype", "torch_dtype", "transformers_version", "_name_or_path"}
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 

@@ -28,13 +28,15 @@ import importlib.util
 import torch
 from torch import nn
 
+from onevision.model.config import ATTN_IMPLEMENTATIONS
+
 VARLEN_ATTENTION = "onevision_varlen"
 """Name under which `varlen_attention_forward` is registered with transformers."""
 SEGMENT_SDPA = "onevision_sdpa_segments"
 """Name under which `segment_sdpa_forward` (SDPA sample by sample, any device) is registered."""
 PACKED_KERNELS = ("flash_attention_2", VARLEN_ATTENTION, SEGMENT_SDPA)
 """Implementations that read `cu_seq_lens_*` kwargs instead of a mask."""
-CHOICES = ("auto", "sdpa", "eager", "flash_attention_2", VARLEN_ATTENTION, SEGMENT_SDPA)
+CHOICES = ("auto", *ATTN_IMPLEMENTATIONS, VARLEN_ATTENTION, SEGMENT_SDPA)
 
 
 def flash_attn_installed() -> bool:
