@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers_mllama import IMAGE, llama3_tokenizer, open_gates, our_inputs, random_image, spread_weights
 from helpers_model import single_thread  # noqa: F401  (autouse fixture)
-from transformers import MllamaForConditionalGeneration, MllamaProcessor
+from transformers import AutoImageProcessor, MllamaForConditionalGeneration, MllamaProcessor
 from transformers.models.mllama.image_processing_pil_mllama import (
     MllamaImageProcessorPil,
     get_image_size_fit_to_canvas,
@@ -31,7 +31,7 @@ from onevision.budget.mllama_tiles import (
 )
 from onevision.budget.planner import BudgetError
 from onevision.checkpoint.files import CheckpointError
-from onevision.checkpoint.mllama import load_mllama, save_mllama
+from onevision.checkpoint.mllama import load_mllama, read_mllama_normalization, save_mllama
 from onevision.data.cross_attention import (
     packed_cross_attention_mask,
     padded_cross_attention_mask,
@@ -39,7 +39,8 @@ from onevision.data.cross_attention import (
 )
 from onevision.model.mllama import MllamaVLM, bare_decoder, frozen_decoder_trainable, select_trainable
 from onevision.model.mllama_config import PRESETS
-from onevision.processing.mllama import mllama_tiles, stack_mllama_images
+from onevision.processing.mllama import MLLAMA_NORMALIZATION, mllama_tiles, stack_mllama_images
+from onevision.processing.normalize import ImageNormalization
 
 CONFIG = PRESETS["mllama-debug"]
 TOL = 1e-4
@@ -209,6 +210,31 @@ def test_transformers_saved_loads_in_ours(tmp_path, tokenizer):
     ids = tokenizer([_prompt(tokenizer, 1)], add_special_tokens=False, return_tensors="pt")["input_ids"]
     inputs = our_inputs(CONFIG, ids, [[random_image(100, 20)]])
     assert (_logits(theirs, ids, inputs) - _logits(ours, ids, inputs)).abs().max().item() <= TOL
+
+
+def test_pixel_settings_round_trip_through_transformers(tmp_path, model):
+    clip = ImageNormalization(mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711), resample="bicubic")
+    save_mllama(model, tmp_path, normalization=clip)
+    assert read_mllama_normalization(tmp_path, CONFIG) == clip
+    theirs = AutoImageProcessor.from_pretrained(tmp_path)
+    assert type(theirs).__name__ == "MllamaImageProcessorPil"
+    image = random_image(40, 70)
+    plan = plan_mllama_image(40, 70, CONFIG.tiles())
+    expected = theirs([[image]], return_tensors="pt")["pixel_values"][0, 0, : plan.num_tiles]
+    assert torch.equal(mllama_tiles(image, plan, CONFIG.vision.image_size, clip), expected)
+    assert read_mllama_normalization(tmp_path / "absent", CONFIG) == MLLAMA_NORMALIZATION
+
+
+@pytest.mark.parametrize("field, value", [("do_pad", False), ("rescale_factor", 0.5), ("size", {"height": 56, "width": 56}), ("max_image_tiles", 2)])
+def test_pixel_settings_that_disagree_are_named(tmp_path, model, field, value):
+    import json
+
+    save_mllama(model, tmp_path)
+    data = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    data[field] = value
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=rf"preprocessor_config.json: {field}=.* is not supported"):
+        read_mllama_normalization(tmp_path, CONFIG)
 
 
 def test_missing_and_unexpected_keys_are_named(tmp_path, model):

@@ -168,3 +168,12 @@ def test_unknown_keys_are_named_and_other_models_refused(tmp_path, saved, caplog
     (tmp_path / "config.json").write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match="model_type='llava', expected 'mllama'"):
         read_mllama_config(tmp_path)
+
+
+def test_every_image_processor_field_is_sorted():
+    from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
+
+    from onevision.checkpoint import mllama as pixels
+
+    sorted_fields = set(pixels.PIXELS_HONOURED) | set(pixels.PIXELS_FIXED) | {"size", "max_image_tiles"} | set(pixels.PIXELS_INERT)
+    assert not set(MllamaImageProcessorPil().to_dict()) - sorted_fields

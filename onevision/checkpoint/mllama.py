@@ -17,19 +17,48 @@ in-memory one (which is ours):
 | `lm_head.weight`                  | `language_model.lm_head.weight`    |
 
 Every config field is honoured or refused by name (onevision/model/mllama_config.py); keys
-that no list knows are named in a warning.
+that no list knows are named in a warning. The pixel settings travel in
+`preprocessor_config.json`, written by transformers' `MllamaImageProcessorPil` and read back by
+`read_mllama_normalization`, whose fields are sorted the same way.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
+from PIL import Image
 from transformers import MllamaConfig
+from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
 
 from onevision.checkpoint.files import CheckpointError, TensorFolder, _parameters_on_meta, check_keys, read_json
 from onevision.model.mllama import MllamaVLM
 from onevision.model.mllama_config import MllamaModelConfig, check_unknown
+from onevision.processing.mllama import MLLAMA_NORMALIZATION
+from onevision.processing.normalize import PREPROCESSOR_CONFIG, ImageNormalization
+
+logger = logging.getLogger(__name__)
+
+# preprocessor_config.json fields of MllamaImageProcessorPil.
+PIXELS_HONOURED = {
+    "image_mean": "ImageNormalization.mean",
+    "image_std": "ImageNormalization.std",
+    "resample": "ImageNormalization.resample",
+}
+# Fields the model config already fixes, or steps our pixels always take: other values are refused.
+PIXELS_FIXED = {
+    "do_resize": True,
+    "do_pad": True,
+    "do_rescale": True,
+    "do_normalize": True,
+    "rescale_factor": 1 / 255,
+}
+PIXELS_INERT = {
+    "do_convert_rgb": "our pixels take RGB images only (mllama_tiles refuses other modes), where conversion changes nothing",
+    "image_processor_type": "which class transformers builds",
+    "processor_class": "which class transformers builds",
+}
 
 # (file prefix, our prefix), most specific first.
 _RELEASED = (
@@ -104,12 +133,54 @@ def load_mllama(
     return model.eval()
 
 
-def save_mllama(model: MllamaVLM, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Write `model` to `folder` as transformers does (config.json, generation_config.json, safetensors).
+def read_mllama_normalization(folder: str | Path, config: MllamaModelConfig) -> ImageNormalization:
+    """Mean, std and filter from `folder`/preprocessor_config.json; transformers' defaults when absent.
+
+    Raises:
+        CheckpointError: a fixed step is switched off or changed, or size / max_image_tiles
+            disagree with the model config (the message names the file and the field).
+    """
+    path = Path(folder) / PREPROCESSOR_CONFIG
+    if not path.is_file():
+        return MLLAMA_NORMALIZATION
+    data = read_json(path)
+    tile = config.vision.image_size
+    fixed = {**PIXELS_FIXED, "size": {"height": tile, "width": tile}, "max_image_tiles": config.vision.max_num_tiles}
+    for name, value in fixed.items():
+        if name in data and data[name] != value:
+            raise CheckpointError(f"{path}: {name}={data[name]!r} is not supported: must be {value!r} for this model")
+    unknown = sorted(set(data) - set(fixed) - set(PIXELS_HONOURED) - set(PIXELS_INERT))
+    if unknown:
+        logger.warning(f"{path}: ignoring keys that MllamaImageProcessorPil does not read: {unknown}")
+    values = {}
+    for ours, theirs in (("mean", "image_mean"), ("std", "image_std")):
+        value = data.get(theirs, getattr(MLLAMA_NORMALIZATION, ours))
+        values[ours] = (value,) * 3 if isinstance(value, (int, float)) else value
+    resample = data.get("resample", MLLAMA_NORMALIZATION.resample)
+    try:
+        values["resample"] = Image.Resampling(resample).name.lower() if isinstance(resample, int) else str(resample).lower()
+        return ImageNormalization(**values)
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{path}: {error}") from None
+
+
+def save_mllama(
+    model: MllamaVLM, folder: str | Path, dtype: torch.dtype | None = None, normalization: ImageNormalization = MLLAMA_NORMALIZATION
+) -> Path:
+    """Write `model` to `folder` as transformers does (config.json, generation_config.json,
+    safetensors) and its pixel settings as `MllamaImageProcessorPil` (preprocessor_config.json).
 
     `dtype` casts the written tensors (the model in memory is left as it is).
     """
     folder = Path(folder)
+    vision = model.config.vision
+    MllamaImageProcessorPil(
+        size={"height": vision.image_size, "width": vision.image_size},
+        max_image_tiles=vision.max_num_tiles,
+        image_mean=list(normalization.mean),
+        image_std=list(normalization.std),
+        resample=int(normalization.pil_filter),
+    ).save_pretrained(folder)
     hf = model.hf
     if dtype is None:
         hf.save_pretrained(folder)
