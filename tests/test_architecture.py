@@ -61,12 +61,7 @@ NOTHING_IMPORTS = {"cli": "nothing imports the CLI; it is a thin face over the p
 CLI_ENTRY_POINTS = {"cli", "__main__"}
 
 # "importing module -> imported module": why it is allowed for now and which follow-up removes it.
-KNOWN_EXCEPTIONS: dict[str, str] = {
-    # The run-start fingerprint is written by training and read by the soup; follow-up (codebase
-    # pass part B): move `onevision/soup/fingerprint.py` below both (e.g. beside the checkpoint
-    # formats), so training no longer imports the soup package, whose greedy soup imports inference.
-    "onevision.train.runner -> onevision.soup.fingerprint": "part B: fingerprint below train and soup",
-}
+KNOWN_EXCEPTIONS: dict[str, str] = {}
 
 MODULE_PATH = re.compile(r"onevision(\.\w+)+")
 

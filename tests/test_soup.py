@@ -18,7 +18,7 @@ from helpers_model import single_thread  # noqa: F401  (autouse fixture)
 from onevision.checkpoint.files import TensorRef, write_tensors
 from onevision.cli.main import main
 from onevision.soup.average import SoupError, read_ingredient, uniform_soup
-from onevision.soup.fingerprint import START_FILE, read_start, start_fingerprint, write_start
+from onevision.checkpoint.fingerprint import START_FILE, read_start, start_fingerprint, write_start
 from onevision.soup.greedy import greedy_soup
 from onevision.soup.grid import plan_grid, run_grid
 

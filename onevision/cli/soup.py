@@ -85,8 +85,8 @@ def _refuse(args: argparse.Namespace, names: tuple[str, ...], what: str) -> None
 
 def run_soup(args: argparse.Namespace) -> int:
     from onevision.checkpoint.convert import DTYPES
+    from onevision.checkpoint.fingerprint import describe_start, read_start
     from onevision.soup.average import uniform_soup
-    from onevision.soup.fingerprint import describe_start, read_start
 
     overrides = [item for item in args.items if "=" in item]
     if overrides:

@@ -28,7 +28,7 @@ from PIL import Image
 from onevision.budget import ImageMedia, SamplePlan, VideoMedia, VisualSettings, plan_sample
 from onevision.data.media import VideoClip, load_image, load_video, sample_frame_indices
 from onevision.data.media.image import to_rgb
-from onevision.model.inputs import VisualBatch
+from onevision.visual_batch import VisualBatch
 from onevision.processing import ImageNormalization, preprocess_item
 
 ImageLike = str | os.PathLike | Image.Image

@@ -21,7 +21,7 @@ import torch
 from transformers import DynamicCache
 
 from onevision.model.generate import left_pad
-from onevision.model.inputs import VisualBatch
+from onevision.visual_batch import VisualBatch
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from onevision.infer.inputs import LoadedMedia, MediaLoader, Request
 from onevision.infer.likelihood import Score, score_continuations
 from onevision.infer.prompt import LETTERS, PROMPT_FORMATS, PromptEncoder, multiple_choice_prompt, with_placeholders
 from onevision.model.generate import GenerationSettings, generate_batch
-from onevision.model.inputs import VisualBatch
+from onevision.visual_batch import VisualBatch
 from onevision.processing import TOWER_NORMALIZATION, ImageNormalization
 from onevision.tokenizer import ENDOFTEXT, IM_END, load_tokenizer
 from onevision.utils.progress import progress_bar

@@ -2,7 +2,7 @@
 
 Wortsman et al. 2022 (arXiv 2203.05482, Sec. 2, "uniform soup"): the soup of ingredients
 theta_1..theta_k is (1/k) * sum_i theta_i, which holds when the ingredients are fine-tunes of
-one pretrained start (`onevision.soup.fingerprint`). Reference code: mlfoundations/model-soups.
+one pretrained start (`onevision.checkpoint.fingerprint`). Reference code: mlfoundations/model-soups.
 
 An ingredient is a training export (``runs/<stage>/hf``: config.json, safetensors weights,
 tokenizer and processor files), or a run folder holding one (``runs/<stage>``, or an
@@ -32,7 +32,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from onevision.soup.fingerprint import (
+from onevision.checkpoint.fingerprint import (
     START_FILE,
     describe_start,
     read_start,

@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onevision.soup.fingerprint import START_FILE
+from onevision.checkpoint.fingerprint import START_FILE
 
 AXES = (("lr", "optim.lr", "--lr"), ("wd", "optim.weight_decay", "--weight-decay"), ("seed", "loop.seed", "--data-seed"))
 

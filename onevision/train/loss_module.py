@@ -24,9 +24,9 @@ from torch import nn
 
 from onevision.budget import BaseImagePlan
 from onevision.data.collate import Batch
-from onevision.model.inputs import VisualBatch
 from onevision.train.attention import packed_kwargs
 from onevision.train.loss import IGNORE_INDEX, chunks_needed, labelled_token_losses
+from onevision.visual_batch import VisualBatch
 
 
 def dummy_visual(image_size: int, patch_size: int, device, dtype, base_tokens: int | None = None, newline: bool = True) -> VisualBatch:

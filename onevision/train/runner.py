@@ -12,7 +12,7 @@ gradient checkpointing, LoRA, trainable parameters and their optimizer groups, d
 (single / DDP / DeepSpeed), checkpointer, logger, evaluator; then `train()`; then the export
 in the transformers llava_onevision layout (ZeRO-3 gathers the weights first; LoRA adapters
 are saved on their own and merged into the exported weights), with the fingerprint of the
-start beside it (`onevision_start.json`, `onevision.soup.fingerprint`).
+start beside it (`onevision_start.json`, `onevision.checkpoint.fingerprint`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from onevision.checkpoint.fingerprint import start_fingerprint, write_start
 from onevision.data.conversations import conversation_template
 from onevision.processing import TOWER_NORMALIZATION
-from onevision.soup.fingerprint import start_fingerprint, write_start
 from onevision.train.attention import (
     PACKED_KERNELS,
     resolve_attention,
