@@ -322,3 +322,26 @@ def test_vision_inputs_are_checked(model):
         model(ids, **{**inputs, "cross_attention_mask": None})
     with pytest.raises(ValueError, match=r"cross_attention_mask has shape \(1, 2, 1, 4\), expected \(1, 3, 1, 4\)"):
         model(ids, **{**inputs, "cross_attention_mask": inputs["cross_attention_mask"][:, :2]})
+
+
+def test_reference_rows_before_the_image_are_the_bare_decoders(model, tokenizer):
+    reference = MllamaVLM(CONFIG, text_rows="reference").eval()
+    reference.load_state_dict(model.state_dict())
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "text", "text": "Look: "}, {"type": "image"}, {"type": "text", "text": "Colour?"}]}],
+        tokenize=False, add_generation_prompt=True,
+    )
+    ids = tokenizer([prompt], add_special_tokens=False, return_tensors="pt")["input_ids"]
+    inputs = our_inputs(CONFIG, ids, [[random_image(40, 70)]])
+    before = int((ids[0] == CONFIG.image_token_id).nonzero()[0])
+    bare = _logits(bare_decoder(reference).eval(), ids)[:, :before, : CONFIG.text.vocab_size]
+    assert (_logits(reference, ids, inputs)[:, :before] - bare).abs().max().item() <= TOL
+    assert (_logits(model, ids, inputs)[:, :before] - bare).abs().max().item() > 1e-3  # transformers' rows see the image
+    # Generation with the KV cache keeps the hooks: same tokens as a greedy loop over forward.
+    settings = dict(max_new_tokens=4, do_sample=False, pad_token_id=CONFIG.text.pad_token_id, eos_token_id=None)
+    generated = reference.generate(ids, **inputs, **settings)
+    current, mask = ids, inputs["cross_attention_mask"]
+    for _ in range(4):
+        step = _logits(reference, current, {**inputs, "cross_attention_mask": mask})[:, -1].argmax(-1, keepdim=True)
+        current, mask = torch.cat([current, step], 1), torch.cat([mask, mask[:, -1:]], 1)
+    assert torch.equal(generated, current)
