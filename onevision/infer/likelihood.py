@@ -79,7 +79,7 @@ def score_continuations(
         inputs_embeds=model.embed(ids, visual),
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=cache,
+        cache=cache,  # transformers >= 5.24 names it `cache` (as model/generate.py); `past_key_values` goes in 5.40
         use_cache=True,
         logits_to_keep=1,
     )
@@ -99,7 +99,7 @@ def score_continuations(
         input_ids=tokens,
         attention_mask=torch.cat((mask[rows], real), dim=1),
         position_ids=start[:, None] + torch.arange(length, device=device)[None],
-        past_key_values=cache,
+        cache=cache,
         use_cache=True,
     )
     # Token t of a continuation is predicted by the prompt's last logits (t = 0) or by the
