@@ -7,13 +7,14 @@ gives the same logits as the merged export.
 
 import torch
 from train_fixtures import debug_overrides, tiny  # noqa: F401
+from transformers import set_seed
 
 from onevision.checkpoint import load_hf
 from onevision.train import load_stage, run_stage
 from onevision.train.engine import start_runtime
-from onevision.train.model_init import build_model, load_tokenizer
 from onevision.train.lora import load_adapter
-from onevision.train.runner import build_run, seed_everything
+from onevision.train.model_init import build_model, load_tokenizer
+from onevision.train.runner import build_run
 
 
 def test_lora_trains_saves_merges_and_reloads(tiny):  # noqa: F811
@@ -36,7 +37,7 @@ def test_lora_trains_saves_merges_and_reloads(tiny):  # noqa: F811
     merged = load_hf(result.export_dir, progress=False).eval()
     assert not any("lora" in name for name, _ in merged.named_parameters())
 
-    seed_everything(stage.loop.seed)
+    set_seed(stage.loop.seed)
     base = build_model(stage, load_tokenizer(stage.model))
     start_q = base.language_model.model.layers[0].self_attn.q_proj.weight.detach().clone()
     adapted = load_adapter(base, adapter).eval()

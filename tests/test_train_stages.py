@@ -14,13 +14,14 @@ import pytest
 import torch
 import yaml
 from train_fixtures import debug_overrides, tiny  # noqa: F401
+from transformers import set_seed
 
 from onevision.checkpoint import load_hf
 from onevision.train import load_stage, run_stage
 from onevision.train.config import stage_to_dict
 from onevision.train.engine import start_runtime
 from onevision.train.model_init import build_model, load_tokenizer
-from onevision.train.runner import build_run, seed_everything
+from onevision.train.runner import build_run
 
 CHAIN = ["stage1", "stage1_5", "stage2_si", "stage2_ov", "video"]
 
@@ -40,7 +41,7 @@ def chain(tiny):  # noqa: F811
         tokenizer = tiny["tokenizer"] if name == "stage1" else None
         stage = load_stage(name, debug_overrides(runs, tiny["recipe"], tokenizer, steps=2) + extra)
         if name == "stage1":
-            seed_everything(stage.loop.seed)
+            set_seed(stage.loop.seed)
             start = build_model(stage, load_tokenizer(stage.model)).state_dict()
         results[name] = run_stage(stage)
     return {"results": results, "stage1_start": start, "runs": runs, "tiny": tiny}

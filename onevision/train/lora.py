@@ -76,14 +76,7 @@ def load_adapter(model, folder: str | Path):
     return peft
 
 
-def merge_lora(model):
-    """Fold LoRA adapters injected into `model` (in place) into plain linear weights."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for name, module in list(model.named_modules()):
-        if isinstance(module, BaseTunerLayer):
-            module.merge()
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, module.get_base_layer())
-    return model
+def merge_lora(peft) -> nn.Module:
+    """The model `peft` wraps with its adapters folded into plain linear weights (peft's
+    `merge_and_unload`): the layout the export writes."""
+    return peft.merge_and_unload()

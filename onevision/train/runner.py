@@ -18,12 +18,11 @@ start beside it (`onevision_start.json`, `onevision.checkpoint.fingerprint`).
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
+from transformers import set_seed
 
 from onevision.checkpoint.fingerprint import start_fingerprint, write_start
 from onevision.data.conversations import conversation_template
@@ -69,12 +68,6 @@ class StageResult:
     """The LoRA adapter folder (rank 0, LoRA runs)."""
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def strategy_of(stage: StageConfig, world_size: int) -> str:
     """'single', 'ddp' or 'deepspeed' for this run."""
     strategy = stage.distributed.strategy
@@ -108,7 +101,7 @@ def total_steps(stage: StageConfig, data: TrainData) -> int:
 
 def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
     """Every object `train()` calls, plus what the export needs (model, tokenizer, peft wrapper)."""
-    seed_everything(stage.loop.seed)
+    set_seed(stage.loop.seed)  # python, numpy, torch (and CUDA) generators
     output_dir = Path(stage.output_dir)
     config = stage_to_dict(stage)
     checkpointer = Checkpointer(output_dir / "checkpoints", runtime, stage.checkpoint.keep_last)
@@ -188,15 +181,17 @@ def export_stage(stage: StageConfig, run: TrainRun, parts: dict) -> tuple[Path |
     if peft is not None and run.runtime.is_main:
         adapter_dir = save_adapter(peft, model, output_dir / "adapter")
 
+    wrappers = []  # the peft wrapper of the export's model, which merges its adapters
+
     def fresh():
         from onevision.checkpoint.files import empty_model
 
         base = empty_model(model.config)
         if peft is not None:
-            add_lora(base, stage.lora)
+            wrappers.append(add_lora(base, stage.lora))
         return base
 
-    merge = merge_lora if peft is not None else None
+    merge = (lambda _model: merge_lora(wrappers[-1])) if peft is not None else None
     dtype = torch.bfloat16 if parts["bf16"] else None
     export_dir = export_model(run.engine, fresh, output_dir / "hf", run.runtime, tokenizer=tokenizer, merge_lora=merge, dtype=dtype)
     if export_dir is not None:
