@@ -35,11 +35,6 @@ class Score:
     tokens: int
     """Number of continuation tokens."""
 
-    @property
-    def mean_logprob(self) -> float:
-        """Per-token average, for comparing continuations of different lengths."""
-        return self.logprob / self.tokens
-
 
 @torch.no_grad()
 def score_continuations(

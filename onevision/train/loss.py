@@ -15,6 +15,11 @@ cross-entropy), so the mean and the gradients match the full computation to fp32
 The head is called as a module (never through its raw weight), so DeepSpeed ZeRO-3 gathers
 its partitioned weight in its forward hooks. ZeRO-3 also needs every rank to call the head the
 same number of times: pass `num_chunks` (the max over ranks, see `chunks_needed`).
+
+Training calls `labelled_token_losses` (`loss_module.py` also needs the per-token losses).
+`labelled_lm_loss` (their mean) and `full_head_loss` (the full-head reference it must equal)
+are the pair tests/test_train_loss.py checks and scripts/bench_lm_head.py times; they stay
+beside the code they check so the test and the benchmark measure the same two functions.
 """
 
 from __future__ import annotations

@@ -92,13 +92,7 @@ class LossModule(nn.Module):
             features, _ = model.encode_visual(blank)
             extra = features.float().sum() * 0.0
         kwargs = packed_kwargs(position_ids) if self.packed_kernel and attention_mask is None else {}
-        hidden = model.language_model.model(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
-            **kwargs,
-        ).last_hidden_state
+        hidden = model.hidden_states(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
         losses, positions = labelled_token_losses(hidden, labels, model.language_model.lm_head, self.chunk_rows, num_chunks)
         loss = losses.sum() / max(losses.numel(), 1) + extra
         return loss, losses.detach(), positions

@@ -12,27 +12,10 @@ The LoRA adapters (`lora.py`) stay trainable next to `lora.trainable` (`apply_tr
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from torch import nn
 
 from onevision.train.config import OptimSection
-
-
-@dataclass
-class GroupSummary:
-    """One optimizer group as built: its name, learning rate and size."""
-
-    name: str
-    """Group name (logged as lr/<name>)."""
-    lr: float
-    """Peak learning rate."""
-    weight_decay: float
-    """AdamW weight decay."""
-    num_tensors: int
-    """Parameter tensors in the group."""
-    num_params: int
-    """Scalar parameters in the group."""
 
 
 def never_used(model: nn.Module) -> set[str]:
@@ -83,12 +66,12 @@ def apply_trainable(model: nn.Module, patterns: list[str], keep: str | None = No
     return total
 
 
-def param_groups(model: nn.Module, optim: OptimSection) -> tuple[list[dict], list[GroupSummary]]:
+def param_groups(model: nn.Module, optim: OptimSection) -> list[dict]:
     """AdamW parameter groups of the trainable parameters: named groups first-match, then 'default'.
 
     Returns:
-        (groups for torch.optim, one summary per non-empty group). Every group dict has
-        'params', 'lr', 'weight_decay' and 'name'.
+        Groups for torch.optim, the empty ones left out. Every group dict has 'params', 'lr',
+        'weight_decay' and 'name' (logged as lr/<name>).
     """
     named = [(g, re.compile(g.pattern)) for g in optim.groups]
     buckets: dict[str, list[nn.Parameter]] = {g.name: [] for g in optim.groups}
@@ -100,14 +83,13 @@ def param_groups(model: nn.Module, optim: OptimSection) -> tuple[list[dict], lis
         buckets[group].append(param)
     settings = {g.name: (g.lr, g.weight_decay) for g in optim.groups}
     settings["default"] = (optim.lr, optim.weight_decay)
-    groups, summary = [], []
+    groups = []
     for name, params in buckets.items():
         if not params:
             continue
         lr, decay = settings[name]
         groups.append({"params": params, "lr": lr, "weight_decay": decay, "name": name})
-        summary.append(GroupSummary(name, lr, decay, len(params), sum(p.numel() for p in params)))
-    return groups, summary
+    return groups
 
 
 def _examples(model: nn.Module, count: int = 4) -> list[str]:

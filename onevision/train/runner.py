@@ -121,7 +121,7 @@ def build_run(stage: StageConfig, runtime: Runtime) -> tuple[TrainRun, dict]:
         apply_trainable(model, stage.trainable)
     else:
         apply_trainable(model, stage.lora.trainable, keep=LORA_PARAM)
-    groups, _ = param_groups(model, stage.optim)
+    groups = param_groups(model, stage.optim)
 
     visual = model.config.visual
     pixels = TOWER_NORMALIZATION[model.config.vision_tower]  # CLIP's mean / std for LLaVA v1 / 1.5
