@@ -266,3 +266,21 @@ def test_export_of_non_default_fields_reads_the_same_in_transformers(tmp_path):
             theirs = hf_model(input_ids=sample.input_ids[None], **sample.hf_kwargs).logits
             mine = ours(sample.input_ids[None], visual=sample.visual).logits
         assert (theirs - mine).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    ("layers", "message"),
+    [
+        (1, "text_config.num_hidden_layers is 1 but the weights hold 2 decoder layers"),
+        (3, "text_config.num_hidden_layers is 3 but the weights hold 2 decoder layers"),
+        (10**9, r"text_config.num_hidden_layers=1000000000 is outside 1..1024"),
+    ],
+)
+def test_a_config_deeper_or_shallower_than_its_weights_is_refused_before_building(tmp_path, layers, message):
+    save_hf(OneVisionModel(tiny_config()), tmp_path, progress=False)
+    data = json.loads((tmp_path / "config.json").read_text())
+    data["text_config"]["num_hidden_layers"] = layers
+    data["text_config"].pop("layer_types", None)
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=message):
+        load_hf(tmp_path, progress=False)

@@ -145,15 +145,37 @@ class TensorFolder:
         return TensorRef(tuple(piece.get_shape()), dtype, lambda device: self._handle(path, device).get_tensor(name), name)
 
 
+SIZE_LIMITS = {
+    "num_hidden_layers": 1024, "hidden_size": 1 << 20, "intermediate_size": 1 << 22, "vocab_size": 1 << 24,
+    "num_attention_heads": 4096, "num_key_value_heads": 4096, "max_position_embeddings": 1 << 26,
+    "image_size": 1 << 14, "patch_size": 1 << 14, "mm_hidden_size": 1 << 20,
+}
+"""Ceilings on the sizes a config.json may declare, far above any published model: transformers
+builds per-layer lists and modules from these numbers before any weight is compared, so a
+config claiming 10^9 layers would exhaust memory instead of failing."""
+
+
 def read_json(path: Path) -> dict:
-    """A JSON object from `path`, with the path in the error when it is not one."""
+    """A JSON object from `path`, with the path in the error when it is not one; a
+    `config.json` also has its sizes checked against `SIZE_LIMITS` (at any nesting depth)."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"cannot read {path}: {error}") from error
+    except (OSError, json.JSONDecodeError, RecursionError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"cannot read {path}: {str(error)[:200]}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} does not hold a JSON object")
+    if Path(path).name == "config.json":
+        _check_sizes(data, path, "")
     return data
+
+
+def _check_sizes(node: dict, path: Path, where: str) -> None:
+    for key, value in node.items():
+        if isinstance(value, dict):
+            _check_sizes(value, path, f"{where}{key}.")
+        elif key in SIZE_LIMITS and isinstance(value, int) and not isinstance(value, bool):
+            if not 0 < value <= SIZE_LIMITS[key]:
+                raise CheckpointError(f"{path}: {where}{key}={value} is outside 1..{SIZE_LIMITS[key]}")
 
 
 def read_chat_template(folder: str | Path) -> str | None:
@@ -262,6 +284,26 @@ def model_keys(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+_DECODER_LAYER = re.compile(r"^language_model\.model\.layers\.(\d+)\.")
+
+
+def check_depth(checkpoint: Checkpoint) -> None:
+    """Refuse a config whose decoder is deeper than the stored weights, before any module is
+    built: a config.json claiming 10^9 layers would otherwise build them (on the meta device,
+    still minutes of work and gigabytes of Python objects) only for the key check to fail.
+
+    Raises:
+        CheckpointError: naming `text_config.num_hidden_layers`, the config's value and the
+            layers the weights hold.
+    """
+    stored = {int(m.group(1)) for name in checkpoint.tensors if (m := _DECODER_LAYER.match(name))}
+    wanted = checkpoint.config.text.num_hidden_layers
+    if stored and wanted != len(stored):
+        raise CheckpointError(
+            f"{checkpoint.source}: text_config.num_hidden_layers is {wanted} but the weights hold {len(stored)} decoder layers"
+        )
+
+
 def materialize(checkpoint: Checkpoint, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, progress: bool = True):
     """Build `OneVisionModel` for `checkpoint.config` and fill it with the checkpoint's tensors.
 
@@ -272,6 +314,7 @@ def materialize(checkpoint: Checkpoint, *, device: str | torch.device = "cpu", d
     Raises:
         CheckpointError: missing or unexpected keys, or shapes that differ from the config's.
     """
+    check_depth(checkpoint)
     model = empty_model(checkpoint.config)
     check_keys(model_keys(model), checkpoint.tensors, checkpoint.source)
     state = {}
