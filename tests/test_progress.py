@@ -61,3 +61,19 @@ def test_line_writer_drops_redraw_padding_and_bare_newlines():
     writer.write("\r")
     writer.write("\rstep 2")
     assert out.getvalue() == "step 1\nstep 2\n"
+
+
+def test_a_log_line_every_interval_of_a_slow_loop():
+    clock = [0.0]
+    log = io.StringIO()
+    bar = progress_bar(total=100, desc="training", unit="step", file=log)
+    bar._time = lambda: clock[0]  # tqdm reads its clock through this attribute
+    bar.start_t = bar.last_print_t = 0.0
+    for _ in range(100):
+        clock[0] += 1.0  # one step a second: a line at 30, 60 and 90 s
+        bar.update(1)
+    # tqdm's monitor thread redraws a bar whose miniters > 1 out of turn; here it never is.
+    assert bar.miniters == 1
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert [line.split("|")[2].split("/")[0].strip() for line in lines] == ["0", "30", "60", "90", "100"]

@@ -81,7 +81,8 @@ def progress_bar(
     if is_terminal(stream):
         return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable, file=stream, dynamic_ncols=True, **options)
     # Not a terminal: whole ASCII lines, at most one per LOG_INTERVAL (the first and last always).
-    # maxinterval no shorter than mininterval, or tqdm's monitor thread would redraw sooner.
+    # miniters=1 checks the clock on every update; tqdm's default (miniters guessed from the rate)
+    # lets its monitor thread redraw out of turn when the rate drops, printing two lines at once.
     return tqdm(
         iterable,
         desc=desc,
@@ -91,6 +92,7 @@ def progress_bar(
         file=LineWriter(stream),
         mininterval=LOG_INTERVAL,
         maxinterval=max(LOG_INTERVAL, 10.0),
+        miniters=1,
         ascii=True,
         ncols=100,
         **options,
