@@ -3,15 +3,18 @@
 import dataclasses
 
 import pytest
+import yaml
 
 from onevision.budget import VisualSettings
 from onevision.model.config import preset
 from onevision.train.config import (
     StageConfig,
+    VisualOverrides,
     load_stage,
     resolve_refs,
     stage_names,
     stage_path,
+    stage_to_dict,
 )
 from onevision.train.data import resolve_recipe
 from onevision.utils.dataclass_io import ConfigError
@@ -50,10 +53,10 @@ def test_stage_settings_follow_the_curriculum():
     for stage, anyres in ((s15, 5), (si, 9), (ov, 9), (video, 9)):
         assert stage.trainable == [".*"] and stage.optim.lr == 1e-5
         assert [(g.pattern, g.lr) for g in stage.optim.groups] == [("^vision_tower\\.", 2e-6)]
-        assert stage.visual["anyres_max"] == anyres
+        assert stage.visual.anyres_max == anyres
     assert s15.model.init_from == "runs/stage1/hf" and si.model.init_from == "runs/stage1_5/hf"
     assert ov.model.init_from == "runs/stage2_si/hf" and video.model.init_from == "runs/stage2_ov/hf"
-    assert video.visual["frames_upbound"] == 64 and video.visual["video_newline"] == "row"
+    assert video.visual.frames_upbound == 64 and video.visual.video_newline == "row"
 
 
 def test_stages_after_stage1_use_anyres_even_from_a_base_only_export():
@@ -95,5 +98,21 @@ def test_references_resolve_fields_then_environment():
 
 
 def test_visual_block_keeps_the_tower_size():
-    stage = dataclasses.replace(load_stage("stage2_si"), visual={"anyres_max": 9, "image_size": 384})
+    stage = dataclasses.replace(load_stage("stage2_si"), visual=VisualOverrides(anyres_max=9, image_size=384))
     assert stage.visual_settings(preset("debug").visual).image_size == 64
+
+
+def test_the_visual_block_is_typed_and_written_back_as_given():
+    # A typed section: a wrong type is refused by its name; only the fields set are written.
+    with pytest.raises(ConfigError, match="visual.video_newline: must be a string, got 3"):
+        load_stage("stage2_si", ["visual.video_newline=3"])
+    with pytest.raises(ConfigError, match=r"visual.anyres_max: must be an integer, got 'many'"):
+        load_stage("stage2_si", ["visual.anyres_max=many"])
+    stage = load_stage("video", ["visual.max_visual_tokens=null"])
+    assert isinstance(stage.visual, VisualOverrides) and stage.visual.max_visual_tokens is None
+    written = stage_to_dict(stage)["visual"]
+    assert written == {**yaml.safe_load(stage_path("video").read_text())["visual"], "max_visual_tokens": None}
+    # null is a value (no budget), not "keep the model's": the model's budget does not come back.
+    assert stage.visual_settings(dataclasses.replace(preset("debug").visual, max_visual_tokens=99)).max_visual_tokens is None
+    assert load_stage("video").visual_settings(preset("debug").visual).max_visual_tokens == 16384
+    assert "base_image" not in written

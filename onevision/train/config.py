@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from onevision.data.batch_sampler import SamplerConfig
 from onevision.data.loader import LoaderConfig
 from onevision.data.template import TemplateConfig
 from onevision.train.validate import (
+    MISSING,
     check_field_names,
     check_types,
     check_values,
@@ -251,6 +253,35 @@ class EvalSection:
     """Batches evaluated each time."""
 
 
+class _VisualFields:
+    """Methods of `VisualOverrides` (the fields are added from `VisualSettings` below)."""
+
+    def given(self) -> dict:
+        """The fields this stage sets, as plain data (what the `visual:` block of its YAML holds)."""
+        return {f.name: to_dict(getattr(self, f.name)) for f in dataclasses.fields(self) if getattr(self, f.name) is not MISSING}
+
+    def apply(self, base: VisualSettings) -> VisualSettings:
+        """`base` (the model's settings) with the fields this stage sets; the size stays the tower's."""
+        fields = {k: v for k, v in self.given().items() if k not in ("image_size", "patch_size")}
+        return dataclasses.replace(base, **fields)
+
+
+VisualOverrides = dataclasses.make_dataclass(
+    "VisualOverrides",
+    [
+        (f.name, hint, field(default=MISSING))
+        for f, hint in ((f, typing.get_type_hints(VisualSettings)[f.name]) for f in dataclasses.fields(VisualSettings))
+        if f.init
+    ],
+    bases=(_VisualFields,),
+    frozen=True,
+    namespace={"__module__": __name__},
+)
+VisualOverrides.__doc__ = """The `visual:` section of a stage: any `VisualSettings` field (typed as there, documented
+there), each optional; a field left out keeps the model's value. Built from `VisualSettings`'s
+own fields, so a new visual setting is a stage setting at once, with no second list to update."""
+
+
 @dataclass
 class StageConfig:
     """One curriculum stage: everything `train()` needs."""
@@ -271,7 +302,7 @@ class StageConfig:
     """Weights and attention."""
     data: DataSection = field(default_factory=DataSection)
     """Data mixture and batching."""
-    visual: dict = field(default_factory=dict)
+    visual: VisualOverrides = field(default_factory=VisualOverrides)
     """VisualSettings fields for this stage, over the model's defaults (image/patch size come from the tower)."""
     trainable: list[str] = field(default_factory=lambda: [".*"])
     """Regexes of parameter names that train; every other parameter is frozen."""
@@ -291,10 +322,6 @@ class StageConfig:
     """Held-out evaluation."""
 
     def __post_init__(self) -> None:
-        known = {f.name for f in dataclasses.fields(VisualSettings)}
-        unknown = sorted(set(self.visual) - known)
-        if unknown:
-            raise ConfigError(f"visual: unknown key(s) {unknown}; known: {sorted(known)}")
         for pattern in self.trainable:
             _check_regex(pattern, "trainable")
         for pattern in self.lora.trainable:
@@ -312,8 +339,7 @@ class StageConfig:
 
     def visual_settings(self, base: VisualSettings) -> VisualSettings:
         """`base` (the model's defaults) with this stage's `visual` fields replaced; size stays the tower's."""
-        fields = {k: v for k, v in self.visual.items() if k not in ("image_size", "patch_size")}
-        return dataclasses.replace(base, **fields)
+        return self.visual.apply(base)
 
 
 def _check_regex(pattern: str, where: str) -> None:
@@ -404,5 +430,6 @@ def load_stage(name_or_path: str | Path, overrides: list[str] | None = None, env
 
 
 def stage_to_dict(config: StageConfig) -> dict:
-    """Plain-data form of `config` (what gets written to output_dir/config.yaml)."""
-    return to_dict(config)
+    """Plain-data form of `config` (what gets written to output_dir/config.yaml); `visual` holds
+    only the fields the stage sets, as its YAML does."""
+    return {**to_dict(config), "visual": config.visual.given()}

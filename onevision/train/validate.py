@@ -21,7 +21,18 @@ from typing import Any
 
 from onevision.utils.dataclass_io import ConfigError
 
-MISSING = object()
+
+class _Missing:
+    """Not set: the default applies. One object, also after pickling or copying (compared by `is`)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +210,8 @@ def check_types(config: Any, where: str = "") -> None:
     for f in dataclasses.fields(config):
         name = f"{where}.{f.name}" if where else f.name
         value = getattr(config, f.name)
+        if value is MISSING:  # an optional section's field left out (`VisualOverrides`)
+            continue
         if dataclasses.is_dataclass(value):
             check_types(value, name)
             continue

@@ -49,10 +49,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return from_dict(tp, value, where=where)
     if origin is tuple and isinstance(value, (list, tuple)):
         return tuple(value)
-    if tp is float and isinstance(value, (int, str)) and not isinstance(value, bool):
-        return float(value)
-    if tp is int and isinstance(value, str):
-        return int(value)
+    if tp in (float, int) and isinstance(value, str) or tp is float and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return tp(value)
+        except ValueError:
+            raise ConfigError(f"{where}: must be {'a number' if tp is float else 'an integer'}, got {value!r}") from None
     if tp is Path and isinstance(value, str):
         return Path(value)
     return value
