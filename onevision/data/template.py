@@ -19,13 +19,14 @@ Three kinds of template:
   inside a conversation but prompts with ``<|im_start|>assistant\\n``: training follows the
   prompt (LLaVA-NeXT trained these models on ``qwen_1_5``, which writes the latter too).
   Labels: the reply and the control token that closes it (``<|im_end|>``) are supervised; the
-  generation prompt, the "\\n" after ``<|im_end|>`` and everything in system and user turns are
-  -100 (the official code un-masks role tokens everywhere; docs/architecture.md, "Label
-  masking"). The spans come from the rendered text: each message is rendered prefix by prefix and the reply's place found by
-  rendering a stand-in reply, so no ``{% generation %}`` block is needed. The whole rendering
-  is tokenised at once and each token labelled by whether it overlaps a supervised span, so a
-  template whose turns do not start with a control token (Vicuna's "USER: q ASSISTANT:", where
-  a Llama tokenizer's "▁A" carries the space of the turn before) is labelled as it tokenises.
+  generation prompt, the "\\n" after ``<|im_end|>`` and everything in system and user turns
+  are -100 (the official code un-masks role tokens everywhere; docs/architecture.md, "Label
+  masking"). The spans come from the rendered text: each message is rendered prefix by prefix
+  and the reply's place found by rendering a stand-in reply, so no ``{% generation %}`` block
+  is needed. The whole rendering is tokenised at once and each token labelled by whether it
+  overlaps a supervised span, so a template whose turns do not start with a control token
+  (Vicuna's "USER: q ASSISTANT:", where a Llama tokenizer's "▁A" carries the space of the turn
+  before) is labelled as it tokenises.
 * ``vicuna_v1`` / ``llava_v1`` (the original LLaVA's stage 2 and eval,
   `onevision.data.conversations`): the same, with the original's conversation as the template
   and the tokenizer's BOS in front. The reply and its ``</s>`` are supervised; the labels come
