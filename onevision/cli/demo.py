@@ -4,6 +4,7 @@ Examples:
     onevision demo                      # about 5-10 minutes on 2 CPU cores
     onevision demo --out runs/demo --seed 1
     onevision demo --quick              # a shortened run (well under a minute), the CI smoke test
+    onevision demo --family llava15     # LLaVA-1.5's two stages instead, same parts, same budget
 
 Builds the world (shapes in single images, image sets and short videos, with questions whose
 answers are known), trains a small tokenizer, pretrains a Qwen2 decoder on the world's text and a
@@ -31,6 +32,10 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_arguments(parser, default_out="runs/demo")
+    parser.add_argument(
+        "--family", choices=("onevision", "llava15"), default="onevision",
+        help="system to train: LLaVA-OneVision's four stages (default) or LLaVA-1.5's two, from the same pretrained parts at the same budget",
+    )
     parser.set_defaults(func=run)
 
 
@@ -64,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from onevision.demo import run_demo
 
     result = run_demo(
-        config_from_args(args), args.out, cache_root=args.cache, use_cache=not args.no_cache, progress=not args.no_progress
+        config_from_args(args), args.out, cache_root=args.cache, use_cache=not args.no_cache, progress=not args.no_progress,
+        family=args.family,
     )
     print(f"wrote {result.out_dir}/table.txt, results.json, loss_curves.png, accuracy.png and model/")
     return 0

@@ -32,6 +32,7 @@ COMMANDS = [
     ("train", "onevision.cli.train"),
     ("demo", "onevision.cli.demo"),
     ("transfer", "onevision.cli.transfer"),
+    ("compare", "onevision.cli.compare"),
     ("soup", "onevision.cli.soup"),
 ]
 

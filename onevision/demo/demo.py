@@ -31,6 +31,7 @@ from pathlib import Path
 from onevision.demo.cache import DemoCache, Step, default_cache_root
 from onevision.demo.config import STAGES, DemoConfig
 from onevision.demo.curriculum import StageStart
+from onevision.demo.families import FAMILIES, LLAVA15_SCENARIOS, LLAVA15_STAGES, llava15_curriculum
 from onevision.demo.report import (
     accuracy_table,
     plot_accuracy,
@@ -81,36 +82,42 @@ def run_demo(
     use_cache: bool = True,
     progress: bool = True,
     log=print,
+    family: str = "onevision",
 ) -> DemoResult:
     """Run the demo (see the module docstring) and write its outputs to `out_dir`.
 
     Args:
         config: what to run (`full_config()`, `quick_config()`).
+        family: 'onevision' (the four stages above) or 'llava15' (LLaVA-1.5's two stages from the
+            same pretrained parts at the same budget, `onevision.demo.families`).
         out_dir: the output folder.
         cache_root: where steps are cached (default `default_cache_root()`).
         use_cache: reuse finished steps; False rebuilds every one.
         progress: show progress bars.
         log: where progress lines go.
     """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     started = time.perf_counter()
     set_threads(config.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = DemoSteps(config, DemoCache(cache_root or default_cache_root(), enabled=use_cache), progress)
-    done, world = curriculum(steps)
+    stages, scenarios = (STAGES, None) if family == "onevision" else (LLAVA15_STAGES, LLAVA15_SCENARIOS)
+    done, world = curriculum(steps) if family == "onevision" else llava15_curriculum(steps)
 
-    reports = {name: steps.scores(done[name], world, "choice", name) for name in STAGES}
-    scores = [stage_scores(reports[name]) for name in STAGES]
+    reports = {name: steps.scores(done[name], world, "choice", name, scenarios) for name in stages}
+    scores = [stage_scores(reports[name]) for name in stages]
     extra = {}
     if config.exact_match:
-        last = STAGES[-1]
-        extra[f"{last} exact"] = stage_scores(steps.scores(done[last], world, "exact_match", f"{last} exact"))
+        last = stages[-1]
+        extra[f"{last} exact"] = stage_scores(steps.scores(done[last], world, "exact_match", f"{last} exact", scenarios))
 
     per_task = world.manifest.params["n_test"]
     table = "\n\n".join(
         [
-            accuracy_table(STAGES, scores, f"Test accuracy after each stage (multiple choice by likelihood, {per_task} questions per task)"),
-            task_table(STAGES, scores, extra, "Per task (exact: greedy answer must match)"),
+            accuracy_table(stages, scores, f"Test accuracy after each stage (multiple choice by likelihood, {per_task} questions per task)"),
+            task_table(stages, scores, extra, "Per task (exact: greedy answer must match)"),
         ]
     )
     log(table)
@@ -118,7 +125,7 @@ def run_demo(
     seconds = {name: round(done[name].meta["seconds"], 1) for name in done}
     results = {
         "config": config.to_dict(),
-        "stages": {name: {"scores": sc, "losses": done[name].meta["losses"], "steps": done[name].meta["steps"]} for name, sc in zip(STAGES, scores)},
+        "stages": {name: {"scores": sc, "losses": done[name].meta["losses"], "steps": done[name].meta["steps"]} for name, sc in zip(stages, scores)},
         "exact_match": extra,
         "pretraining": {name: {"losses": done[name].meta["losses"]} for name in ("decoder", "tower")},
         "seconds": seconds,
@@ -128,13 +135,13 @@ def run_demo(
     (out_dir / "table.txt").write_text(table + "\n", encoding="utf-8")
     plot_losses(
         {"decoder (language modelling)": done["decoder"].meta["losses"], "tower (sigmoid contrastive)": done["tower"].meta["losses"]},
-        {name: done[name].meta["losses"] for name in STAGES},
+        {name: done[name].meta["losses"] for name in stages},
         out_dir / "loss_curves.png",
     )
-    plot_accuracy(list(STAGES), scores, out_dir / "accuracy.png")
+    plot_accuracy(list(stages), scores, out_dir / "accuracy.png")
     model_dir = out_dir / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
-    shutil.copytree(done[STAGES[-1]].folder / "hf", model_dir)
+    shutil.copytree(done[stages[-1]].folder / "hf", model_dir)
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     log(timing_line(results))

@@ -30,6 +30,11 @@ def stage_scores(report) -> dict:
     return out
 
 
+def _chance(scores: Sequence[dict], by: str, name: str) -> float | None:
+    """A scenario's or task's chance level from the last row that was asked about it."""
+    return next((sc["chance"][by][name] for sc in reversed(scores) if name in sc["chance"][by]), None)
+
+
 def _cell(value: float | None) -> str:
     return "   -  " if value is None else f"{100 * value:5.1f}%"
 
@@ -44,7 +49,7 @@ def accuracy_table(stages: Sequence[str], scores: Sequence[dict], title: str = "
         cells = [_cell(sc["scenarios"].get(c)) for c in columns]
         lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>12}" for v in cells) + f"  {_cell(sc['overall']):>8}")
     chance = scores[-1]["chance"]
-    cells = [_cell(chance["scenarios"].get(c)) for c in columns]
+    cells = [_cell(_chance(scores, "scenarios", c)) for c in columns]
     lines.append(f"{'chance':<{width}}  " + "  ".join(f"{v:>12}" for v in cells) + f"  {_cell(chance['overall']):>8}")
     return "\n".join(lines)
 
@@ -56,13 +61,14 @@ def task_table(stages: Sequence[str], scores: Sequence[dict], extra: dict[str, d
     names = list(stages) + list(extra)
     table = list(scores) + list(extra.values())
     order = list(TASKS)
-    tasks = sorted(scores[-1]["tasks"], key=lambda t: (order.index(t) if t in order else len(order), t))
+    # Every task any row was asked (a system that takes no video has no video rows).
+    tasks = sorted({t for sc in scores for t in sc["tasks"]}, key=lambda t: (order.index(t) if t in order else len(order), t))
     width = max(len("task"), *(len(t) for t in tasks))
     cols = [max(8, len(n)) for n in names]
     lines = [title] if title else []
     lines.append(f"{'task':<{width}}  {'chance':>7}  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, cols)))
     for task in tasks:
-        chance = scores[-1]["chance"]["tasks"].get(task)
+        chance = _chance(scores, "tasks", task)
         cells = [_cell(sc["tasks"].get(task)) for sc in table]
         lines.append(f"{task:<{width}}  {_cell(chance):>7}  " + "  ".join(f"{v:>{w}}" for v, w in zip(cells, cols)))
     return "\n".join(lines)

@@ -148,15 +148,17 @@ class DemoSteps:
 
         return self.cache.step(name, settings, build)
 
-    def scores(self, stage: Step, world: World, metric: str = "choice", name: str | None = None) -> Report:
-        """The stage export's report on the world's test split (kept beside the export)."""
+    def scores(self, stage: Step, world: World, metric: str = "choice", name: str | None = None, scenarios: tuple[str, ...] | None = None) -> Report:
+        """The stage export's report on the world's test split (kept beside the export); `scenarios`
+        keeps those scenarios' items only (a model that takes no video is not asked about videos)."""
         path = stage.folder / f"eval-{metric}.json"
         if self.cache.enabled and path.is_file():
             return Report.from_dict(json.loads(path.read_text(encoding="utf-8")))
         if self._items is None:
             self._items = preload(test_items(world.manifest))
+        items = self._items if scenarios is None else [item for item in self._items if item.scenario in scenarios]
         report = evaluate_export(
-            stage.folder / "hf", self._items, name=name or stage.folder.name, metric=metric,
+            stage.folder / "hf", items, name=name or stage.folder.name, metric=metric,
             batch_size=self.config.eval_batch_size, progress=self.progress,
         )
         staging = path.with_suffix(f".tmp-{os.getpid()}")
