@@ -28,8 +28,8 @@ Accepted (ours first, then theirs -> ours):
                           "You are a helpful assistant.", `<|im_start|>user\n<image>\n...`), as
                           llava_onevision renders them, whatever the checkpoint; omitted, prompts
                           follow the checkpoint's layout (a llava-hf folder's own chat template,
-                          an original folder's qwen_1_5), see `onevision.infer.prompt`
-    prompt_format         ours: auto, chat_template or qwen_1_5 (`InferenceConfig.prompt_format`)
+                          an original LLaVA-NeXT folder's qwen_1_5, an original LLaVA one's vicuna_v1), see `onevision.infer.prompt`
+    prompt_format         ours: auto, chat_template, qwen_1_5, vicuna_v1 or llava_v1 (`InferenceConfig.prompt_format`)
     token_strategy        'single' only (one placeholder per video)
     model_name            a Qwen model name (llava_qwen): the format itself is detected
     image_first=True, interleave_visuals=False, use_codec=False: what onevision does
@@ -52,7 +52,7 @@ from onevision.model.config import ATTN_IMPLEMENTATIONS
 VIDEO_BACKENDS = ("auto", "decord", "pyav")
 POOL_MODES = ("bilinear", "average", "max")
 ORIGINAL_POOL_STRIDE = 2
-PROMPT_FORMATS = ("auto", "chat_template", "qwen_1_5")
+PROMPT_FORMATS = ("auto", "chat_template", "qwen_1_5", "vicuna_v1", "llava_v1")  # as onevision.infer.prompt (a test keeps them equal)
 CONV_TEMPLATE = "qwen_1_5"
 DTYPE_NAMES = {
     "bf16": "bf16", "bfloat16": "bf16", "torch.bfloat16": "bf16",
