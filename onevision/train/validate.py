@@ -103,6 +103,7 @@ RULES: dict[str, Rule] = {
     "data.video_fps": Rule(float, low=0, low_open=True, optional=True),
     "data.max_skipped_share": Rule(float, low=0, high=1),
     "data.skipped_share_after": POSITIVE_INT,
+    "data.max_num_tiles": OPTIONAL_POSITIVE_INT,
     "data.template.max_length": POSITIVE_INT,
     "data.sampler.batch_size": POSITIVE_INT,
     "data.sampler.max_tokens": OPTIONAL_POSITIVE_INT,
