@@ -5,6 +5,8 @@ Examples:
     onevision demo --out runs/demo --seed 1
     onevision demo --quick              # a shortened run (well under a minute), the CI smoke test
     onevision demo --family llava15     # LLaVA-1.5's two stages instead, same parts, same budget
+    onevision demo --soup               # model soups from the stage 1.5 export (see below)
+    onevision demo --soup --quick       # the same in seconds (a smoke test)
 
 Builds the world (shapes in single images, image sets and short videos, with questions whose
 answers are known), trains a small tokenizer, pretrains a Qwen2 decoder on the world's text and a
@@ -13,6 +15,14 @@ SigLIP tower with the sigmoid contrastive loss on its image-caption pairs, then 
 every scenario after every stage. Prints the accuracy tables (chance beside) and writes
 table.txt, results.json, loss_curves.png, accuracy.png and model/ (the last export) to --out.
 Every step is cached by its settings under --cache, so a rerun only re-prints.
+
+--soup: model soups (Wortsman et al. 2022) instead of the curriculum's last stages. From the
+stage 1.5 export (the demo's, cached) trains four short OneVision fine-tunes differing in
+learning rate, weight decay and data seed, averages them (uniform soup) and builds the greedy
+soup on a held-out split (test questions of a world of another seed, not the test split), then
+prints one table per scenario: each ingredient, both soups, chance. Writes table.txt,
+results.json, uniform_soup/ and greedy_soup/ to --out/soup. About 6 minutes on 2 CPU cores with
+nothing cached, about 2 with the demo's steps cached.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ def register(subparsers) -> None:
         "--family", choices=("onevision", "llava15"), default="onevision",
         help="system to train: LLaVA-OneVision's four stages (default) or LLaVA-1.5's two, from the same pretrained parts at the same budget",
     )
+    parser.add_argument("--soup", action="store_true", help="model soups of fine-tunes from stage 1.5 (uniform and greedy), written to --out/soup")
     parser.set_defaults(func=run)
 
 
@@ -66,6 +77,8 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.soup:
+        return run_soup(args)
     from onevision.demo import run_demo
 
     result = run_demo(
@@ -73,4 +86,20 @@ def run(args: argparse.Namespace) -> int:
         family=args.family,
     )
     print(f"wrote {result.out_dir}/table.txt, results.json, loss_curves.png, accuracy.png and model/")
+    return 0
+
+
+def run_soup(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from onevision.demo.soup import full_soup_config, quick_soup_config, run_soup_demo
+
+    if args.family != "onevision":
+        raise InputError(f"--soup starts from OneVision's stage 1.5 export; it cannot be combined with --family {args.family}")
+    demo = config_from_args(args)
+    config = (quick_soup_config if args.quick else full_soup_config)(seed=args.seed)
+    config = dataclasses.replace(config, demo=demo)
+    out = Path(args.out) / "soup"
+    run_soup_demo(config, out, cache_root=args.cache, use_cache=not args.no_cache, progress=not args.no_progress)
+    print(f"wrote {out}/table.txt, results.json, uniform_soup/ and greedy_soup/")
     return 0

@@ -52,6 +52,10 @@ class StagePlan:
     """Share of the steps spent warming up."""
     batch_tokens: int = 3072
     """Tokens per packed row; one row per optimizer step."""
+    weight_decay: float | None = None
+    """Weight decay of every trainable group (None: the recipe's, 0 in every shipped stage)."""
+    data_seed: int | None = None
+    """`loop.seed`: data order and dropout (None: the demo's seed); the model soup varies it."""
 
 
 def default_stages() -> dict[str, StagePlan]:

@@ -77,7 +77,7 @@ def stage_overrides(
         f"data.sampler.window={batch_size(plan)}",
         f"data.loader.num_workers={config.num_workers}",
         f"loop.steps={plan.steps}",
-        f"loop.seed={config.seed}",
+        f"loop.seed={config.seed if plan.data_seed is None else plan.data_seed}",
         "loop.device=cpu",
         "loop.precision=fp32",
         f"optim.lr={plan.lr!r}",
@@ -87,11 +87,14 @@ def stage_overrides(
         "checkpoint.resume=false",
         "distributed.strategy=single",
     ]
+    if plan.weight_decay is not None:
+        overrides.append(f"optim.weight_decay={plan.weight_decay!r}")
     stage = load_stage(recipe_name)
     if stage.optim.groups:
         vision_lr = plan.lr if plan.vision_lr is None else plan.vision_lr
+        decay = "" if plan.weight_decay is None else f", weight_decay: {plan.weight_decay!r}"
         groups = ", ".join(
-            f"{{name: {g.name}, pattern: '{g.pattern}', lr: {vision_lr!r}}}" for g in stage.optim.groups
+            f"{{name: {g.name}, pattern: '{g.pattern}', lr: {vision_lr!r}{decay}}}" for g in stage.optim.groups
         )
         overrides.append(f"optim.groups=[{groups}]")
     return overrides
