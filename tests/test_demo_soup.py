@@ -94,3 +94,10 @@ def test_an_ingredient_plan_sets_weight_decay_data_seed_and_scaled_tower_rate(tm
     # Without the soup's settings a stage keeps the recipe's weight decay and the demo's seed.
     plain = load_stage("stage2_ov", stage_overrides("stage2_ov", StagePlan(steps=4, lr=1e-3), StageStart(init_from=tmp_path), tmp_path / "m.yaml", tmp_path / "o", config.demo, "x"))
     assert plain.loop.seed == config.demo.seed and plain.optim.weight_decay == 0.0
+
+
+def test_soup_refuses_another_family(tmp_path, capsys):
+    code = main(["demo", "--soup", "--family", "llava15", "--quick", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
+    assert code == 2
+    assert "--family llava15" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
