@@ -30,13 +30,16 @@ from onevision.checkpoint.llava_original import ORIGINAL_MODEL_TYPE, is_original
 from onevision.checkpoint.llava_next import LLAVA_NEXT_MODEL_TYPE, is_llava_next_config, read_llava_next, write_llava_next
 from onevision.model.config import ModelConfig
 
+MLLAMA_MODEL_TYPE = "mllama"
+"""The cross-attention family's folders (onevision/checkpoint/mllama.py reads them); detected, not converted."""
+
 FORMATS = ("hf", "llava-next", "llava-hf", "llava-original")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 """Weight dtypes by their short names (convert, soup and inference take these); the one table."""
 
 
 def detect_format(folder: str | Path) -> str:
-    """'hf' or 'llava-next', from `folder`/config.json's model_type.
+    """'hf', 'llava-next', 'llava-hf', 'llava-original' or 'mllama', from `folder`/config.json.
 
     Raises:
         CheckpointError: no folder or config.json, a bare LLM or SigLIP (a component, not a
@@ -61,6 +64,8 @@ def detect_format(folder: str | Path) -> str:
         return "llava-hf"
     if is_original_config(data):
         return "llava-original"
+    if model_type == MLLAMA_MODEL_TYPE:
+        return "mllama"
     if model_type in LLM_MODEL_TYPES + VISION_MODEL_TYPES:
         raise CheckpointError(
             f"{folder} holds a single component (model_type {model_type!r}); build a model from an LLM and a "
@@ -70,7 +75,8 @@ def detect_format(folder: str | Path) -> str:
         f"{path}: model_type {model_type!r} is not a known checkpoint format; looked for "
         f"{HF_MODEL_TYPE!r} (transformers) or {LLAVA_NEXT_MODEL_TYPE!r} (original LLaVA-NeXT; the released "
         f"lmms-lab configs say 'llava' with architectures ['LlavaQwenForCausalLM']), {LLAVA_HF_MODEL_TYPE!r} "
-        f"(transformers LlavaForConditionalGeneration) or {ORIGINAL_MODEL_TYPE!r} (original LLaVA)"
+        f"(transformers LlavaForConditionalGeneration), {ORIGINAL_MODEL_TYPE!r} (original LLaVA) or {MLLAMA_MODEL_TYPE!r} "
+        "(the cross-attention family)"
     )
 
 
@@ -81,6 +87,11 @@ def read_checkpoint(folder: str | Path, *, vision_dir: str | Path | None = None)
     other than so400m-patch14-384 and carries no `vision_config`.
     """
     found = detect_format(folder)
+    if found == "mllama":
+        raise CheckpointError(
+            f"{folder} is a cross-attention (mllama) checkpoint, not a LLaVA one: load it with "
+            "onevision.checkpoint.mllama.load_mllama or OneVision.from_pretrained, train it with a model.family=mllama stage"
+        )
     if found == "hf":
         return read_hf(folder)
     if found == "llava-hf":

@@ -113,6 +113,10 @@ class Llama3ChatEncoder:
     def _text(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]) if text else []
 
+    def encode_text(self, text: str) -> list[int]:
+        """Ids of plain text (control tokens in it stay text), e.g. an answer option."""
+        return self._text(text)
+
     def _header(self, role: str) -> list[int]:
         return [self._start, *self._text(role), self._end, *self._text("\n\n")]
 

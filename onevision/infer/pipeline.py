@@ -250,7 +250,8 @@ class OneVision:
         """Load a checkpoint folder (format detected) and the tokenizer saved in it.
 
         Args:
-            path: a transformers llava_onevision or an original LLaVA-NeXT checkpoint folder.
+            path: a transformers llava_onevision or an original LLaVA-NeXT checkpoint folder; an
+                mllama folder gives an `MllamaPipeline` (onevision/infer/mllama_pipeline.py).
             device: where the weights go.
             dtype: 'bf16', 'fp16', 'fp32' or a torch dtype; None keeps the stored dtype.
             tokenizer: a tokenizer, or a folder holding one; None reads the checkpoint's.
@@ -267,6 +268,10 @@ class OneVision:
 
         path = Path(path)
         layout = detect_format(path)  # a missing folder or an unknown format says so before the tokenizer is looked for
+        if layout == "mllama":  # the cross-attention family: its own pipeline (infer/mllama_pipeline.py)
+            from onevision.infer.mllama_pipeline import MllamaPipeline
+
+            return MllamaPipeline.from_pretrained(path, device=device, dtype=dtype, tokenizer=tokenizer, config=config, progress=progress)
         config = config or InferenceConfig()
         if config.prompt_format == "auto":
             formats = {"llava-next": "qwen_1_5", "llava-original": "vicuna_v1"}  # as the originals' eval asks them
