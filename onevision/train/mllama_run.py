@@ -74,7 +74,7 @@ def check_mllama_stage(stage: StageConfig, world_size: int = 1) -> None:
         (stage.model.tokenizer == "qwen2", f"model.tokenizer=qwen2: the cross-attention family needs a Llama 3 tokenizer ('auto', a folder, or '{BYTE_TOKENIZER}' for random debug starts)"),
         (not stage.model.init_from and stage.model.size not in PRESETS, f"model.size={stage.model.size}: the cross-attention family's sizes are {sorted(PRESETS)}"),
     ]
-    unknown_visual = sorted(set(stage.visual) - set(VISUAL_HONOURED))
+    unknown_visual = sorted(set(stage.visual.given()) - set(VISUAL_HONOURED))
     refused.append((bool(unknown_visual), f"visual: {unknown_visual} do not apply to the cross-attention family (it honours {list(VISUAL_HONOURED)} and data.max_num_tiles)"))
     for bad, message in refused:
         if bad:
@@ -133,8 +133,8 @@ def build_mllama_data(stage: StageConfig, model, tokenizer):
     try:
         data_config = MllamaDataConfig(
             tiles=config.tiles(), max_num_tiles=data.max_num_tiles, max_length=data.template.max_length,
-            max_cross_attention_tokens=stage.visual.get("max_visual_tokens"),
-            frames_upbound=stage.visual.get("frames_upbound", 32), video_fps=data.video_fps, force_sample=data.force_sample,
+            max_cross_attention_tokens=stage.visual.given().get("max_visual_tokens"),
+            frames_upbound=stage.visual.given().get("frames_upbound", 32), video_fps=data.video_fps, force_sample=data.force_sample,
             video_backend=data.video_backend, normalization=normalization,
         )
     except ValueError as error:
