@@ -117,7 +117,11 @@ def test_chat_template_system_parts_and_assistant_mask(small_tokenizer):
 
 
 def test_qwen2_cache_reused_and_round_trips(qwen2_tokenizer, qwen2_cache, monkeypatch):
-    import transformers.convert_slow_tokenizer as convert
+    import importlib
+
+    # The module itself: `transformers.convert_slow_tokenizer` as an attribute can be the function
+    # of that name once something has imported it from transformers' top level.
+    convert = importlib.import_module("transformers.convert_slow_tokenizer")
 
     folders = [p for p in qwen2_cache.iterdir() if p.name.startswith("qwen2-")]
     assert len(folders) == 1 and (folders[0] / "tokenizer.json").is_file()
