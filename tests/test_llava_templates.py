@@ -164,3 +164,24 @@ def test_an_original_llava_folder_is_asked_in_vicuna_v1_as_it_trains(tokenizer, 
     trained = ChatEncoder(tokenizer, TemplateConfig(template="vicuna_v1")).encode(TURNS[:2], [plan])
     first = next(k for k, label in enumerate(trained.labels) if label != IGNORE_INDEX)
     assert prompt == trained.input_ids[:first]
+
+
+@pytest.mark.parametrize("llama", [True, False])
+def test_scored_replies_are_the_ids_training_supervises(tokenizer, llama):
+    """Multiple choice scores a reply with the ids it is trained on: vicuna_v1 replies follow
+    "ASSISTANT: ", so a byte-level BPE scores " red" (not "red"); ChatML scores the text as it is."""
+    from onevision.infer.prompt import PromptEncoder
+    from onevision.tokenizer import image_token_id, train_small_tokenizer, video_token_id
+
+    tok = tokenizer if llama else train_small_tokenizer([text for _, text in TURNS] * 20, vocab_size=300)
+    for template in ("vicuna_v1", "chatml"):
+        if llama and template == "chatml":
+            continue
+        encoder = PromptEncoder(tok, image_token_id(tok), video_token_id(tok), prompt_format="vicuna_v1" if template != "chatml" else "chat_template")
+        encoded = ChatEncoder(tok, TemplateConfig(template=template)).encode(TURNS[:2], [SimpleNamespace(kind="image", tokens=1)])
+        supervised = [t for t, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE_INDEX]
+        assert encoder.encode_reply(TURNS[1][1]) == supervised[:-1], template
+    if not llama:
+        assert encoder.encode_reply("The ball") == encoder.encode_text("The ball")
+        vicuna = PromptEncoder(tok, image_token_id(tok), video_token_id(tok), prompt_format="vicuna_v1")
+        assert vicuna.encode_reply("The ball") != vicuna.encode_text("The ball")

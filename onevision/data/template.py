@@ -389,15 +389,15 @@ class ChatEncoder:
             closing = self.controls.pattern.match(tail)
             if closing is None or closing.group(0) not in self.controls.ids or closing.group(0) in (IMAGE_TOKEN, VIDEO_TOKEN):
                 raise SkipSample(f"{where}the chat template does not close assistant turn {k} with a control token (it writes {tail[:20]!r})")
-            # Train as asked: the generation prompt opens the reply. Where the template's own header
-            # extends it (Vicuna asks with "ASSISTANT:" and writes "ASSISTANT: reply"), the header
-            # is kept: that space is the start of the reply's first token ("▁reply"), as the model
-            # generates it after the prompt.
-            opening = prompt[len(done):]
-            if header.startswith(opening):
-                opening = header
+            # Train as asked: the generation prompt opens the reply, and everything after it is what
+            # the model must write. Where the template's own header extends the prompt (Vicuna asks
+            # with "ASSISTANT:" and writes "ASSISTANT: reply"), the header is kept and the text
+            # past the prompt (" ") is supervised with the reply: a Llama tokenizer's "▁reply", or
+            # a byte-level BPE's lone " " token, is generated right after the prompt.
+            asked = prompt[len(done):]
+            opening = header if header.startswith(asked) else asked
             pieces.append(opening + reply + tail)
-            spans.append([(len(opening), len(opening) + len(reply) + closing.end())])
+            spans.append([(len(asked), len(opening) + len(reply) + closing.end())])
             done = text
         return pieces, spans
 

@@ -251,7 +251,7 @@ class OneVisionLMMS(lmms):
                 for index in groups[key]:
                     target = requests[index].args[1]
                     target = target if isinstance(target, str) else target(doc)
-                    targets.append(self.pipe.encoder.encode_text(str(target)) + self.pipe.answer_end)
+                    targets.append(self.pipe.encoder.encode_reply(str(target)) + self.pipe.answer_end)
                 batch.append(key)
                 prepared.append(one)
                 continuations.append(targets)

@@ -443,8 +443,8 @@ class OneVision:
         if by not in CHOICE_MODES:
             raise ValueError(f"by must be one of {CHOICE_MODES}, got {by!r}")
         if by == "letter":
-            return [self.encoder.encode_text(LETTERS[k]) for k in range(len(options))]
-        return [self.encoder.encode_text(option) + self.answer_end for option in options]
+            return [self.encoder.encode_reply(LETTERS[k]) for k in range(len(options))]
+        return [self.encoder.encode_reply(option) + self.answer_end for option in options]
 
     def prepare_choice(self, request: Request | dict, by: str = "letter", media: LoadedMedia | None = None) -> Prepared:
         """`prepare` for multiple choice: options listed with letters when `by` is 'letter'."""

@@ -165,6 +165,7 @@ class PromptEncoder:
         self.controls = ControlTokens(tokenizer)
         self.prefix = list(tokenizer("", add_special_tokens=True)["input_ids"])
         """Ids the tokenizer puts in front of any text (a Llama BOS; none for Qwen2)."""
+        self.reply_anchor, self.reply_lead = self._reply_lead()
 
     def render(self, turns: Sequence[tuple[str, str]]) -> str:
         """The prompt text: every turn, then the assistant's generation prompt."""
@@ -218,3 +219,34 @@ class PromptEncoder:
     def encode_text(self, text: str) -> list[int]:
         """Ids of plain text (no specials added; control tokens in it tokenised as text)."""
         return self.controls.plain(text)
+
+    def encode_reply(self, text: str) -> list[int]:
+        """Ids of `text` as a reply right after the prompt, as training tokenises it there.
+
+        A template that writes more between its generation prompt and the reply than the prompt
+        holds (vicuna_v1 asks with "ASSISTANT:" and trains on "ASSISTANT: reply") puts that text in
+        front of the reply: the ids are those "ASSISTANT: reply" adds to "ASSISTANT:" (a
+        byte-level BPE's " reply", a Llama tokenizer's "▁reply"). ChatML adds nothing.
+        """
+        if not self.reply_lead:
+            return self.controls.plain(text)
+        anchor = self.controls.plain(self.reply_anchor)
+        ids = self.controls.plain(self.reply_anchor + self.reply_lead + text)
+        if ids[: len(anchor)] != anchor:
+            return self.controls.plain(self.reply_lead + text)
+        return ids[len(anchor):]
+
+    def _reply_lead(self) -> tuple[str, str]:
+        """(the generation prompt's text, what the template writes after it before a reply)."""
+        if self.prompt_format == "qwen_1_5" or self.typed:
+            return "", ""
+        stand_in = "\uf8ff"
+        user = [{"role": "user", "content": "q"}]
+        render = self.tokenizer.apply_chat_template
+        done = render(user, chat_template=self.chat_template, tokenize=False)
+        prompt = render(user, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True)
+        probe = render(user + [{"role": "assistant", "content": stand_in}], chat_template=self.chat_template, tokenize=False)
+        before = probe.partition(stand_in)[0]
+        if not (prompt.startswith(done) and before.startswith(prompt)):
+            return "", ""
+        return prompt[len(done):], before[len(prompt):]
