@@ -15,6 +15,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from helpers_mllama import open_gates, spread_weights
 from helpers_model import single_thread  # noqa: F401  (autouse fixture)
 
@@ -175,3 +176,19 @@ def test_train_refuses_what_the_family_does_not_do(world, tmp_path, capsys):
         assert words in capsys.readouterr().err
     assert main(["train", "stage1", "model.size=debug", "data.max_num_tiles=2", f"data.recipe={world['recipes']['stage1']}", f"output_root={tmp_path}", *QUICK]) == 2
     assert "cross-attention family only" in capsys.readouterr().err
+
+
+def test_training_skips_a_broken_image_and_counts_it(world, tmp_path, capsys):
+    root = world["root"] / "world"
+    good = json.loads((root / "train" / "si_colour.jsonl").read_text().splitlines()[0])
+    good["image"] = str(root / good["image"])
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    bad = {**good, "id": "broken", "image": str(tmp_path / "broken.png")}
+    (tmp_path / "data.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"datasets": [{"json_path": str(tmp_path / "data.jsonl"), "sampling_strategy": "all"}]}))
+    argv = ["train", "mllama_pretrain", "model.size=mllama-debug", "model.tokenizer=llama3-bytes", f"data.recipe={recipe}", "loop.steps=1", *QUICK]
+    assert main([*argv, f"output_root={tmp_path / 'a'}"]) == 0  # 1 of 2 skipped: within the default share 0.5
+    assert main([*argv, f"output_root={tmp_path / 'b'}", "data.max_skipped_share=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 samples tried were skipped" in err and "broken.png" in err
