@@ -119,6 +119,9 @@ def test_samples_one_image_token_per_image_and_frame(world, tokenizer):
         assert all(tiles.shape == (plan.num_tiles, 3, 28, 28) for tiles, plan in sample.images)
         seen.add(sample.modality)
     assert seen == {"image", "multi_image", "video"}
+    fewer = _dataset(world, tokenizer, "stage2_ov", max_cross_attention_tokens=10)  # two one-tile frames of 5 keys
+    video = next(fewer[i] for i in range(len(fewer)) if fewer.records[i].video is not None)
+    assert len(video.images) == 2 and int((video.input_ids == CONFIG.image_token_id).sum()) == 2
     over = _dataset(world, tokenizer, "stage2_ov", max_cross_attention_tokens=4)  # one tile is 5 keys
     skipped = over[0]
     assert isinstance(skipped, Skipped) and skipped.kind == "budget" and "cross-attention tokens over 4" in skipped.reason

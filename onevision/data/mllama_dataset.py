@@ -5,7 +5,8 @@
    most `max_num_tiles` tiles an image in this stage (the annealing stages raise it up to the
    model's own max_num_tiles; the aspect-ratio id is always the arrangement's index in the
    model's list, so the ids mean the same in every stage). Videos are frames, and each frame is
-   an image of one tile: a 32-frame clip costs 32 decoder tokens and 32 tiles;
+   an image of one tile: a 32-frame clip costs 32 decoder tokens and 32 tiles; a video takes
+   fewer frames (uniformly) when the cross-attention budget holds fewer;
 2. check the sample's two budgets, decoder tokens (`max_length`) and cross-attention keys
    (`max_cross_attention_tokens`), and skip it when over either;
 3. decode the media and cut the tiles (`onevision.processing.mllama`, transformers'
@@ -178,13 +179,26 @@ class MllamaDataset(torch.utils.data.Dataset):
             raise SkipSample(record.reason)
         return record
 
+    def frame_cap(self) -> int:
+        """Most frames a video gives: frames_upbound, fewer when the cross-attention budget holds fewer one-tile frames.
+
+        Raises:
+            BudgetError: the budget holds not even one frame.
+        """
+        config, cap = self.config, self.config.frames_upbound
+        if config.max_cross_attention_tokens is not None:
+            cap = min(cap, config.max_cross_attention_tokens // (FRAME_TILES * config.tiles.tokens_per_tile))
+            if cap < 1:
+                raise BudgetError(f"a video frame needs {FRAME_TILES * config.tiles.tokens_per_tile} cross-attention tokens, over {config.max_cross_attention_tokens}")
+        return cap
+
     def _video_sampling(self) -> dict:
-        config = self.config
+        config, cap = self.config, self.frame_cap()
         if config.force_sample:
-            return {"force_sample": True, "frames_upbound": config.frames_upbound}
+            return {"force_sample": True, "frames_upbound": cap}
         if config.video_fps is None:
-            return {"num_frames": config.frames_upbound}
-        return {"fps": config.video_fps, "frames_upbound": config.frames_upbound}
+            return {"num_frames": cap}
+        return {"fps": config.video_fps, "frames_upbound": cap}
 
     def _sizes(self, record: Record) -> list[tuple[int, int]]:
         """(height, width) of every image, or of every frame the video will give, from headers."""
