@@ -84,7 +84,8 @@ def run_compare(
     table = "\n\n".join(
         [
             f"Equal compute on the synthetic world (same world, same pretrained parts)\n{budgets}",
-            accuracy_table(families, scores, f"Test accuracy per scenario, last stage of each (multiple choice by likelihood, {per_task} questions per task; -: not asked)"),
+            accuracy_table(families, scores, f"Test accuracy per scenario, last stage of each (multiple choice by likelihood, {per_task} questions per task; "
+                "-: not asked; all: over the scenarios each was asked, chance of the last row's)"),
             task_table(families, scores, title="Per task"),
         ]
     )
