@@ -14,7 +14,9 @@ train, the template, the visual settings) with the demo's overrides, exactly wha
   length would give batches of a single task, since every task's prompts have one length, and
   a tiny model learns many tasks at once far better from mixed batches;
 * learning rates: the demo's (tiny models from near scratch want far more than the paper's
-  1e-5), a warmup share, no intermediate checkpoints, no gradient checkpointing.
+  1e-5), a warmup share, no intermediate checkpoints, no gradient checkpointing;
+* weight decay and data seed: the recipe's and the demo's unless the plan sets them (the
+  model-soup demo, `soup.py`, varies both across its fine-tunes).
 """
 
 from __future__ import annotations
