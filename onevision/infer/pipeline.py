@@ -68,6 +68,10 @@ class PromptTooLong(ValueError):
     """A prompt with media longer than the checkpoint's `tokenizer_model_max_length` (or `max_length`)."""
 
 
+INFERENCE_TILE_CHUNK = 8
+"""Tiles (crops or frames) the vision tower encodes at a time when answering."""
+
+
 @dataclass(frozen=True)
 class InferenceConfig:
     """How requests become prompts; the knobs of `OneVision`."""
@@ -193,6 +197,10 @@ class OneVision:
         original: OriginalRuntime | None = None,
     ):
         self.model = model.eval()
+        if getattr(model, "tile_chunk", "absent") is None:
+            # The tower sees at most INFERENCE_TILE_CHUNK tiles at a time: a 32-frame video's
+            # SigLIP attention would otherwise hold ~1 GB at once, for the same features.
+            model.tile_chunk = INFERENCE_TILE_CHUNK
         self.tokenizer = tokenizer
         self.original = original
         self.chat_template = chat_template

@@ -132,12 +132,16 @@ class VisionTower(nn.Module):
         hidden = model.embeddings(pixel_values.to(model.embeddings.patch_embedding.weight.dtype))
         if self.kind == "clip":
             hidden = model.pre_layrnorm(hidden)
-        kept = {0: hidden}
+        # Only the feature layers' states are kept (transformers' output_hidden_states keeps
+        # all 27: 2.9 GB for 32 frames at 384 px in fp32).
+        wanted = set(self.depths)
+        kept = {0: hidden} if 0 in wanted else {}
         # Each encoder layer is a GradientCheckpointingLayer: it checkpoints itself when
         # gradient checkpointing is enabled on `vision_model`, so running them here keeps that.
         for index, layer in enumerate(model.encoder.layers[: self.depth], start=1):
             hidden = layer(hidden, None)
-            kept[index] = hidden
+            if index in wanted:
+                kept[index] = hidden
         selected = [kept[d] for d in self.depths]
         if self.drop_class_token:
             selected = [h[:, 1:] for h in selected]
