@@ -51,6 +51,7 @@ from onevision.checkpoint.files import (
     Checkpoint,
     CheckpointError,
     TensorFolder,
+    TensorRef,
     materialize,
     model_refs,
     read_json,
@@ -212,9 +213,19 @@ def read_hf(folder: str | Path) -> Checkpoint:
     """
     folder = Path(folder)
     config = read_hf_config(folder)
+    tensors, dropped = read_refs(folder)
+    return resolve_tied_head(Checkpoint(config, tensors, str(folder), "hf", dropped))
+
+
+def read_refs(folder: Path) -> tuple[dict[str, TensorRef], list[str]]:
+    """The folder's tensors under our keys (`hf_key_to_ours`; keys it does not know stay as they
+    are) and the file names left out (SigLIP's pooling head). Used by the `llava` reader too.
+
+    Raises:
+        CheckpointError: two file keys that map to one of ours (a folder mixing key layouts).
+    """
     files = TensorFolder(folder)
-    tensors = {}
-    dropped = []
+    tensors, dropped = {}, []
     for name in files.names():
         ours = hf_key_to_ours(name) or name
         if ours.startswith(VISION_HEAD_PREFIX):
@@ -223,7 +234,7 @@ def read_hf(folder: str | Path) -> Checkpoint:
         if ours in tensors:
             raise CheckpointError(f"{folder}: two tensors map to {ours!r} (one of them {name!r}); the folder mixes key layouts")
         tensors[ours] = files.ref(name)
-    return resolve_tied_head(Checkpoint(config, tensors, str(folder), "hf", dropped))
+    return tensors, dropped
 
 
 def load_hf(folder: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, progress: bool = True):

@@ -32,13 +32,12 @@ from onevision.budget import VisualSettings
 from onevision.checkpoint.files import (
     Checkpoint,
     CheckpointError,
-    TensorFolder,
     model_refs,
     read_json,
     resolve_tied_head,
     write_tensors,
 )
-from onevision.checkpoint.hf import CONFIG_FILE, VISION_HEAD_PREFIX, VISUAL_KEY, hf_key_to_ours
+from onevision.checkpoint.hf import CONFIG_FILE, VISUAL_KEY, read_refs
 from onevision.model.config import ModelConfig
 from onevision.model.hf_fields import known_fields as onevision_fields
 from onevision.model.hf_fields import text_from_hf, vision_from_hf, warn_unknown
@@ -224,16 +223,7 @@ def read_llava_hf(folder: str | Path) -> Checkpoint:
     """A `llava` folder as a lazy `Checkpoint` (SigLIP pooling-head weights, when present, left out)."""
     folder = Path(folder)
     config = read_llava_hf_config(folder)
-    files = TensorFolder(folder)
-    tensors, dropped = {}, []
-    for name in files.names():
-        ours = hf_key_to_ours(name) or name
-        if ours.startswith(VISION_HEAD_PREFIX):
-            dropped.append(name)
-            continue
-        if ours in tensors:
-            raise CheckpointError(f"{folder}: two tensors map to {ours!r} (one of them {name!r}); the folder mixes key layouts")
-        tensors[ours] = files.ref(name)
+    tensors, dropped = read_refs(folder)
     return resolve_tied_head(Checkpoint(config, tensors, str(folder), "llava-hf", dropped))
 
 
