@@ -82,6 +82,21 @@ def packed_kwargs(position_ids: torch.Tensor) -> dict:
     return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
 
 
+def _sample_bounds(kwargs: dict, backend: str) -> tuple[torch.Tensor, int]:
+    """`cu_seq_lens_q` and `max_length_q` from the attention kwargs, else derived from `position_ids`.
+
+    Raises:
+        ValueError: neither is given (`backend` names the attention implementation).
+    """
+    if kwargs.get("cu_seq_lens_q") is not None:
+        return kwargs["cu_seq_lens_q"], kwargs.get("max_length_q")
+    position_ids = kwargs.get("position_ids")
+    if position_ids is None:
+        raise ValueError(f"{backend} needs cu_seq_lens_q or position_ids")
+    derived = packed_kwargs(position_ids)
+    return derived["cu_seq_lens_q"], derived["max_length_q"]
+
+
 def varlen_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -113,13 +128,7 @@ def varlen_attention_forward(
         raise ValueError(f"{VARLEN_ATTENTION} does not support sliding-window layers")
     from torch.nn.attention.varlen import varlen_attn
 
-    cu, longest = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
-    if cu is None:
-        position_ids = kwargs.get("position_ids")
-        if position_ids is None:
-            raise ValueError(f"{VARLEN_ATTENTION} needs cu_seq_lens_q or position_ids")
-        derived = packed_kwargs(position_ids)
-        cu, longest = derived["cu_seq_lens_q"], derived["max_length_q"]
+    cu, longest = _sample_bounds(kwargs, VARLEN_ATTENTION)
     batch, heads, length, dim = query.shape
     if query.is_cuda and query.dtype not in (torch.float16, torch.bfloat16):
         # Rotary embeddings in fp32 promote q/k under autocast; the flash kernel needs 16-bit.
@@ -163,12 +172,7 @@ def segment_sdpa_forward(
 
     if attention_mask is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    cu = kwargs.get("cu_seq_lens_q")
-    if cu is None:
-        position_ids = kwargs.get("position_ids")
-        if position_ids is None:
-            raise ValueError(f"{SEGMENT_SDPA} needs cu_seq_lens_q or position_ids")
-        cu = packed_kwargs(position_ids)["cu_seq_lens_q"]
+    cu, _ = _sample_bounds(kwargs, SEGMENT_SDPA)
     window = kwargs.get("sliding_window")
     batch, heads, length, dim = query.shape
     # Grouped-query heads are repeated up front: SDPA's fused CPU kernel takes no enable_gqa.
