@@ -18,17 +18,13 @@ import argparse
 
 from onevision.cli.demo import add_run_arguments, config_from_args
 from onevision.cli.errors import InputError
+from onevision.cli.options import add_command
 
 FAMILY_NAMES = ("onevision", "llava15")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "compare",
-        help="train the demo's systems (onevision, llava15) at equal compute and compare them per scenario and task",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "compare", "train the demo's systems (onevision, llava15) at equal compute and compare them per scenario and task", __doc__)
     add_run_arguments(parser, default_out="runs/compare")
     parser.add_argument(
         "--families", nargs="+", default=list(FAMILY_NAMES), metavar="FAMILY",

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from onevision.cli.errors import EXIT_FOUND, InputError, bounded_int, printable, reading, show_path
-from onevision.cli.options import MAX_NEW_TOKENS, MAX_WORKERS, add_no_progress, add_retired, add_visual_preset, examples_block
+from onevision.cli.options import MAX_NEW_TOKENS, MAX_WORKERS, add_command, add_no_progress, add_retired, add_visual_preset, examples_block
 from onevision.data.check import check_recipe
 from onevision.data.dataset import DataConfig
 from onevision.data.recipe import load_recipe
@@ -27,12 +27,7 @@ from onevision.model.config import preset
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "data",
-        help="inspect training data (check a recipe's records and media)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "data", "inspect training data (check a recipe's records and media)", __doc__)
     commands = parser.add_subparsers(dest="data_command", metavar="ACTION")
     check = commands.add_parser(
         "check",

@@ -32,16 +32,11 @@ import argparse
 from pathlib import Path
 
 from onevision.cli.errors import InputError, bounded_int, show_path
-from onevision.cli.options import MAX_WORKERS, add_no_progress, add_seed
+from onevision.cli.options import MAX_WORKERS, add_command, add_no_progress, add_seed
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="pretrain, train every curriculum stage and evaluate on a synthetic world, on the CPU",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "demo", "pretrain, train every curriculum stage and evaluate on a synthetic world, on the CPU", __doc__)
     add_run_arguments(parser, default_out="runs/demo")
     parser.add_argument(
         "--family", choices=("onevision", "llava15"), default="onevision",

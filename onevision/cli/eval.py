@@ -27,16 +27,11 @@ import argparse
 from pathlib import Path
 
 from onevision.cli.errors import InputError, bounded_int, check_output_file, loading, reading, show_path
-from onevision.cli.options import MAX_BATCH, MAX_NEW_TOKENS, add_choice_by, add_device_options, add_no_progress
+from onevision.cli.options import MAX_BATCH, MAX_NEW_TOKENS, add_choice_by, add_command, add_device_options, add_no_progress
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "eval",
-        help="score checkpoints on benchmark JSONL (exact match / multiple choice), transfer matrix",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "eval", "score checkpoints on benchmark JSONL (exact match / multiple choice), transfer matrix", __doc__)
     parser.add_argument("--checkpoints", nargs="+", required=True, metavar="[NAME=]PATH", help="checkpoint folders, optionally named")
     parser.add_argument("--data", nargs="+", required=True, type=Path, metavar="PATH", help="record files or folders of .jsonl")
     parser.add_argument("--media-root", type=Path, default=None, metavar="DIR", help="folder media paths are relative to")

@@ -19,16 +19,11 @@ import argparse
 import sys
 
 from onevision.cli.errors import bounded_float, loading, text
-from onevision.cli.options import add_device_options, add_generation_options, add_model_source, add_seed
+from onevision.cli.options import add_command, add_device_options, add_generation_options, add_model_source, add_seed
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "generate",
-        help="answer a prompt about images or a video with a checkpoint (or a random debug model)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "generate", "answer a prompt about images or a video with a checkpoint (or a random debug model)", __doc__)
     add_model_source(parser)
     media = parser.add_mutually_exclusive_group()
     media.add_argument("--image", action="append", default=[], metavar="FILE", help="an image (repeat for several)")

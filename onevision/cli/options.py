@@ -50,6 +50,12 @@ def add_retired(parser: argparse.ArgumentParser, *flags: str) -> None:
         parser.add_argument(flag, action=_Retired, nargs="?", help=argparse.SUPPRESS)
 
 
+def add_command(subparsers, name: str, help: str, doc: str) -> argparse.ArgumentParser:
+    """The `name` subcommand's parser: `help` in the command list, the module docstring `doc`
+    (with its examples) as --help's description, kept as written."""
+    return subparsers.add_parser(name, help=help, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def add_model_source(parser: argparse.ArgumentParser) -> None:
     """--model DIR or --random-model debug (exactly one)."""
     source = parser.add_mutually_exclusive_group(required=True)

@@ -33,19 +33,14 @@ import shlex
 from pathlib import Path
 
 from onevision.cli.errors import InputError, bounded_int, reading, show_path
-from onevision.cli.options import MAX_BATCH, MAX_SEED, add_dtype, parse_device
+from onevision.cli.options import MAX_BATCH, MAX_SEED, add_command, add_dtype, parse_device
 
 _AVERAGE_ONLY = ("out", "greedy", "eval", "dtype", "allow_unknown_start", "force", "limit", "media_root")
 _GRID_ONLY = ("lr", "weight_decay", "data_seed", "root", "print")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "soup",
-        help="average fine-tunes of one start (uniform or greedy model soup); 'soup grid' trains the ingredients",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "soup", "average fine-tunes of one start (uniform or greedy model soup); 'soup grid' trains the ingredients", __doc__)
     parser.add_argument("items", nargs="+", metavar="RUN | grid STAGE [KEY=VALUE]", help="ingredients, or 'grid' and a stage recipe with overrides")
     soup = parser.add_argument_group("averaging")
     soup.add_argument("--out", type=Path, default=None, metavar="DIR", help="the soup's folder (required)")

@@ -31,7 +31,7 @@ from onevision.budget import (
 )
 from onevision.budget.planner import VIDEO_NEWLINE_POLICIES, ItemPlan
 from onevision.cli.errors import bounded_int
-from onevision.cli.options import MAX_FRAMES, add_retired, add_visual_preset
+from onevision.cli.options import MAX_FRAMES, add_command, add_retired, add_visual_preset
 
 _SIZE = re.compile(r"\s*(\d+)\s*[xX]\s*(\d+)\s*")
 MAX_GRID = 64
@@ -83,12 +83,7 @@ def _positive(text: str) -> int:
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "tokens",
-        help="count the visual tokens of images / videos and show their layout",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "tokens", "count the visual tokens of images / videos and show their layout", __doc__)
     media = parser.add_argument_group("media (placeholder order: images, then videos)")
     media.add_argument("--image", type=parse_size, metavar="WxH", help="one image: AnyRes-Max-N crops")
     media.add_argument("--images", type=parse_sizes, metavar="WxH,WxH,...", help="a multi-image sample: base size each")

@@ -17,15 +17,11 @@ import argparse
 
 from onevision.cli.demo import add_run_arguments, config_from_args
 from onevision.cli.errors import InputError
+from onevision.cli.options import add_command
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "transfer",
-        help="cross-scenario transfer on the synthetic world: single-image vs OneVision training",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "transfer", "cross-scenario transfer on the synthetic world: single-image vs OneVision training", __doc__)
     add_run_arguments(parser, default_out="runs/transfer")
     parser.add_argument(
         "--recipes",

@@ -39,6 +39,7 @@ from onevision.cli.options import (
     MAX_BATCH,
     MAX_WORKERS,
     add_choice_by,
+    add_command,
     add_device_options,
     add_generation_options,
     add_model_source,
@@ -48,12 +49,7 @@ from onevision.cli.options import (
 
 
 def register(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "video-qa",
-        help="answer questions about a folder or list of videos (batched, resumable) into JSONL",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "video-qa", "answer questions about a folder or list of videos (batched, resumable) into JSONL", __doc__)
     add_model_source(parser)
     inputs = parser.add_mutually_exclusive_group(required=True)
     inputs.add_argument("--videos", type=Path, metavar="DIR", help="folder of videos (searched recursively)")

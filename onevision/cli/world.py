@@ -21,18 +21,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onevision.cli.options import add_no_progress, add_retired, add_seed
+from onevision.cli.options import add_command, add_no_progress, add_retired, add_seed
 
 
 def register(subparsers) -> None:
     from onevision.world.build import SCENARIOS
 
-    parser = subparsers.add_parser(
-        "world",
-        help="write the synthetic world (records, media, per-stage data recipes) to a folder",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "world", "write the synthetic world (records, media, per-stage data recipes) to a folder", __doc__)
     parser.add_argument("out", metavar="DIR", help="folder to write the world into")
     parser.add_argument("--train", type=int, default=160, metavar="N", help="train items per task (default 160)")
     parser.add_argument("--test", type=int, default=24, metavar="N", help="test items per task (default 24)")
