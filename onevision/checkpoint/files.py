@@ -95,6 +95,12 @@ class Checkpoint:
     dropped: list[str] = field(default_factory=list)
     """Keys of the files that are deliberately not used (deleted tower layer, pooling head, ...)."""
 
+    @property
+    def stored_dtype(self) -> torch.dtype | None:
+        """The first floating tensor's dtype (None without one): what a written config records
+        when the writer is asked for no cast."""
+        return next((r.dtype for r in self.tensors.values() if r.dtype.is_floating_point), None)
+
 
 class TensorFolder:
     """The safetensors weights of a folder: one `model.safetensors`, or shards listed in an index.

@@ -274,8 +274,7 @@ def write_hf(
         fit_tokenizer(checkpoint.config, tokenizer)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stored = next((r.dtype for r in checkpoint.tensors.values() if r.dtype.is_floating_point), None)
-    hf_config(checkpoint.config, dtype or stored).save_pretrained(folder)
+    hf_config(checkpoint.config, dtype or checkpoint.stored_dtype).save_pretrained(folder)
     refs = {ours_key_to_hf(k): ref for k, ref in checkpoint.tensors.items()}
     written = write_tensors(refs, folder, dtype=dtype, max_shard_size=max_shard_size, progress=progress)
     save_processor(checkpoint.config, folder, tokenizer)

@@ -242,8 +242,7 @@ def write_llava_hf(
         CheckpointError: a part or setting `llava` cannot express, named.
     """
     folder = Path(folder)
-    stored = next((r.dtype for r in checkpoint.tensors.values() if r.dtype.is_floating_point), None)
-    hf = llava_hf_config(checkpoint.config, dtype or stored)
+    hf = llava_hf_config(checkpoint.config, dtype or checkpoint.stored_dtype)
     folder.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(folder)
     refs = {ours_key_to_llava_hf(k): ref for k, ref in checkpoint.tensors.items()}

@@ -342,8 +342,7 @@ def write_llava_next(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stored = next((r.dtype for r in checkpoint.tensors.values() if r.dtype.is_floating_point), None)
-    data = llava_next_config(checkpoint.config, dtype or stored)
+    data = llava_next_config(checkpoint.config, dtype or checkpoint.stored_dtype)
     (folder / CONFIG_FILE).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     refs = {ours_key_to_llava_next(k): ref for k, ref in checkpoint.tensors.items()}
     return write_tensors(refs, folder, dtype=dtype, max_shard_size=max_shard_size, progress=progress)

@@ -29,7 +29,6 @@ from onevision.checkpoint.files import (
     Checkpoint,
     CheckpointError,
     TensorFolder,
-    TensorRef,
     model_refs,
     read_json,
     resolve_tied_head,
@@ -201,8 +200,7 @@ def write_original(
     config = checkpoint.config
     folder = Path(folder)
     tower_dir = folder / TOWER_FOLDER
-    stored = next((r.dtype for r in checkpoint.tensors.values() if r.dtype.is_floating_point), None)
-    data = original_config(config, str(tower_dir.resolve()), dtype or stored)
+    data = original_config(config, str(tower_dir.resolve()), dtype or checkpoint.stored_dtype)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     depth = projector_depth(config.projector_type)
