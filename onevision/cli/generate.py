@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from onevision.cli.errors import bounded_float, loading, text
-from onevision.cli.options import add_command, add_device_options, add_generation_options, add_model_source, add_seed
+from onevision.cli.errors import bounded_float, text
+from onevision.cli.options import add_command, add_device_options, add_generation_options, add_model_source, add_seed, load_model_source
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -39,18 +39,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Print the answer; 0 on success. Bad input (checkpoint, media, settings) raises for main() to report."""
-    from onevision.infer.loading import load_pipeline
-    from onevision.infer.pipeline import InferenceConfig
-
-    with loading("--model", args.model):
-        pipe = load_pipeline(
-            args.model,
-            args.random_model,
-            device=args.device,
-            dtype=args.dtype,
-            config=InferenceConfig(num_frames=args.num_frames),
-            seed=args.seed,
-        )
+    pipe = load_model_source(args)
     answer = pipe.ask(
         args.prompt,
         images=args.image,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from onevision.cli.errors import bounded_float, bounded_int
+from onevision.cli.errors import bounded_float, bounded_int, loading
 from onevision.model.config import PRESETS
 
 # Upper bounds of options that size an allocation, so a slip (an extra zero) is refused at once.
@@ -66,6 +66,23 @@ def add_model_source(parser: argparse.ArgumentParser) -> None:
         "noise, it shows the command runs",
     )
     add_retired(parser, "--model-size")
+
+
+def load_model_source(args: argparse.Namespace):
+    """The `Pipeline` that `add_model_source`, `add_device_options`, `add_generation_options`
+    (--num-frames) and `add_seed` asked for; a checkpoint that does not load is reported against --model."""
+    from onevision.infer.loading import load_pipeline
+    from onevision.infer.pipeline import InferenceConfig
+
+    with loading("--model", args.model):
+        return load_pipeline(
+            args.model,
+            args.random_model,
+            device=args.device,
+            dtype=args.dtype,
+            config=InferenceConfig(num_frames=args.num_frames),
+            seed=args.seed,
+        )
 
 
 def add_visual_preset(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

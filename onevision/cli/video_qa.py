@@ -34,7 +34,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from onevision.cli.errors import InputError, bounded_int, loading, reading, show_path, text
+from onevision.cli.errors import InputError, bounded_int, reading, show_path, text
 from onevision.cli.options import (
     MAX_BATCH,
     MAX_WORKERS,
@@ -45,6 +45,7 @@ from onevision.cli.options import (
     add_model_source,
     add_no_progress,
     add_seed,
+    load_model_source,
 )
 
 
@@ -102,22 +103,12 @@ def load_questions(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> int:
     """Answer every pending question; 0 when the run finished (failed videos included)."""
-    from onevision.infer.loading import load_pipeline
-    from onevision.infer.pipeline import InferenceConfig
     from onevision.infer.video_qa import check_output, run_video_qa
 
     questions = load_questions(args)
     with reading("--out", args.out):
         check_output(args.out)
-    with loading("--model", args.model):
-        pipe = load_pipeline(
-            args.model,
-            args.random_model,
-            device=args.device,
-            dtype=args.dtype,
-            config=InferenceConfig(num_frames=args.num_frames),
-            seed=args.seed,
-        )
+    pipe = load_model_source(args)
     summary = run_video_qa(
         pipe,
         questions,
