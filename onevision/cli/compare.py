@@ -1,5 +1,6 @@
 """`onevision compare`: the demo's systems trained at equal compute on the synthetic world, side by side.
 
+Examples:
     onevision compare                                  # onevision and llava15, reusing the demo's cache
     onevision compare --families onevision llava15 --out runs/compare
     onevision compare --quick --out /tmp/compare
