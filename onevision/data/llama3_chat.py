@@ -117,6 +117,11 @@ class Llama3ChatEncoder:
         """Ids of plain text (control tokens in it stay text), e.g. an answer option."""
         return self._text(text)
 
+    def encode_reply(self, text: str) -> list[int]:
+        """Ids of `text` as a reply right after the prompt: Llama 3's assistant header ends in
+        "\n\n", so the reply starts a fresh word and is tokenised as plain text."""
+        return self._text(text)
+
     def _header(self, role: str) -> list[int]:
         return [self._start, *self._text(role), self._end, *self._text("\n\n")]
 
