@@ -60,13 +60,7 @@ def curriculum(steps: DemoSteps, stages: tuple[str, ...] = STAGES) -> tuple[dict
     Returns:
         ({name: Step} for "tokenizer", "decoder", "tower" and each stage, the world).
     """
-    world = steps.world()
-    tokenizer = steps.tokenizer(world)
-    decoder = steps.decoder(tokenizer)
-    tower = steps.tower(tokenizer)
-    done = {"tokenizer": tokenizer, "decoder": decoder, "tower": tower}
-    start = StageStart(llm_dir=decoder.folder, vision_dir=tower.folder, tokenizer_dir=tokenizer.folder)
-    depends = [tokenizer, decoder, tower]
+    world, done, start, depends = steps.pretrained()
     for name in stages:
         step = steps.stage(name, steps.config.stages[name], start, world, depends)
         done[name] = step

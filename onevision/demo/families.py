@@ -66,13 +66,7 @@ def llava15_curriculum(steps: DemoSteps) -> tuple[dict[str, Step], World]:
     Returns:
         ({name: Step} for "tokenizer", "decoder", "tower" and each stage, the world).
     """
-    world = steps.world()
-    tokenizer = steps.tokenizer(world)
-    decoder = steps.decoder(tokenizer)
-    tower = steps.tower(tokenizer)
-    done = {"tokenizer": tokenizer, "decoder": decoder, "tower": tower}
-    start = StageStart(llm_dir=decoder.folder, vision_dir=tower.folder, tokenizer_dir=tokenizer.folder)
-    depends = [tokenizer, decoder, tower]
+    world, done, start, depends = steps.pretrained()
     for name, plan in llava15_plans(steps.config).items():
         step = steps.stage(name, plan, start, world, depends, recipe=name, data=LLAVA15_DATA[name])
         done[name] = step

@@ -127,6 +127,20 @@ class DemoSteps:
 
         return self.cache.step("tower", settings, build)
 
+    def pretrained(self) -> tuple[World, dict[str, Step], StageStart, list[Step]]:
+        """The world and the pretrained parts every curriculum starts from (cached).
+
+        Returns:
+            (the world, {"tokenizer", "decoder", "tower": Step}, the first stage's start from
+            those folders, the steps that start depends on).
+        """
+        world = self.world()
+        tokenizer = self.tokenizer(world)
+        decoder = self.decoder(tokenizer)
+        tower = self.tower(tokenizer)
+        start = StageStart(llm_dir=decoder.folder, vision_dir=tower.folder, tokenizer_dir=tokenizer.folder)
+        return world, {"tokenizer": tokenizer, "decoder": decoder, "tower": tower}, start, [tokenizer, decoder, tower]
+
     def stage(
         self, name: str, plan: StagePlan, start: StageStart, world: World, depends: list[Step], recipe: str | None = None, data: str | None = None
     ) -> Step:
