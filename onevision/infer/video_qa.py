@@ -142,7 +142,7 @@ def _string(value: object, where: str, what: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(f"{where} holds an unpaired surrogate (a JSON \\udXXX escape): not text") from None
+        raise ValueError(f"{where} holds an unpaired surrogate (a JSON \\udc80-style escape): not text") from None
     return value
 
 
@@ -266,7 +266,7 @@ def run_video_qa(
     pool = ThreadPoolExecutor(decode_workers) if decode_workers > 0 else None
     bar = progress_bar(total=len(pending), desc="video-qa", unit="video", disable=not progress)
     # errors="backslashreplace" only guards against a string no check foresaw: inside a JSON
-    # string the escape it writes (\udXXX) reads back as the same character.
+    # string the escape it writes (\udc80-style) reads back as the same character.
     handle = out.open("a", encoding="utf-8", errors="backslashreplace")
 
     def write(line: dict) -> None:
