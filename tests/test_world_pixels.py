@@ -70,6 +70,9 @@ def video_answer(task: str, frames: list[list], image_size: int) -> str:
     if task == "vid_direction":
         start, end = only(frames[0]), only(frames[-1])
         dx, dy = end.x - start.x, end.y - start.y
+        # The object crosses the frame's middle: it starts on one side and ends on the other.
+        along = (start.x, end.x) if abs(dx) > abs(dy) else (start.y, end.y)
+        assert min(along) < image_size / 2 < max(along), (start, end)
         if abs(dx) > abs(dy):
             return "right" if dx > 0 else "left"
         return "down" if dy > 0 else "up"

@@ -1,7 +1,7 @@
 """`onevision demo`: the LLaVA-OneVision recipe end to end on a CPU, on a synthetic world.
 
 Examples:
-    onevision demo                      # about 5-10 minutes on 2 CPU cores
+    onevision demo                      # about 7-9 minutes on 2 CPU cores
     onevision demo --out runs/demo --seed 1
     onevision demo --quick              # a shortened run (well under a minute), the CI smoke test
     onevision demo --family llava15     # LLaVA-1.5's two stages instead, same parts, same budget

@@ -1,6 +1,6 @@
 """Settings of the CPU demo: world size, model shape, component pretraining, curriculum stages.
 
-Two profiles: `full_config()` (the defaults, what `onevision demo` runs: six to eight minutes on
+Two profiles: `full_config()` (the defaults, what `onevision demo` runs: seven to nine minutes on
 two CPU cores) and `quick_config()` (a smoke test of about ten seconds, what CI runs). Everything that changes a
 result is in `DemoConfig`, so its dict form keys the cache (see `cache.py`).
 
@@ -60,12 +60,15 @@ class StagePlan:
 
 def default_stages() -> dict[str, StagePlan]:
     """The full run's curriculum: most steps go to the OneVision stage, which holds every task
-    (in smaller batches: more updates for the same tokens, which the multi-image tasks need)."""
+    (in smaller batches: more updates for the same tokens, which the multi-image tasks need).
+    Stage 2 single-image (200 steps) and the OneVision stage (960) are as long as the slow tasks
+    need (shape, position, the odd one out, direction: `onevision.world.recipes.SLOW_TASKS`);
+    at 60 and 720 steps those stayed at chance."""
     return {
         "stage1": StagePlan(steps=60, lr=2e-3),
         "stage1_5": StagePlan(steps=200, lr=1e-3, vision_lr=5e-4),
-        "stage2_si": StagePlan(steps=60, lr=7e-4, vision_lr=3e-4),
-        "stage2_ov": StagePlan(steps=720, lr=7e-4, vision_lr=3e-4, batch_tokens=2048),
+        "stage2_si": StagePlan(steps=200, lr=7e-4, vision_lr=3e-4, batch_tokens=2048),
+        "stage2_ov": StagePlan(steps=960, lr=7e-4, vision_lr=3e-4, batch_tokens=2048),
     }
 
 
@@ -109,7 +112,7 @@ class DemoConfig:
 
 
 def full_config(seed: int = 0) -> DemoConfig:
-    """The `onevision demo` run: about six minutes on two idle CPU cores, eight under load."""
+    """The `onevision demo` run: about seven minutes on two idle CPU cores, nine under load."""
     return DemoConfig(seed=seed)
 
 

@@ -34,7 +34,7 @@ from onevision.world.sample import SCENARIOS, make_record
 from onevision.world.scene import WorldConfig
 from onevision.world.tasks import make_item, tasks_for
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 """Bumped whenever generation changes, so cached worlds are rebuilt."""
 SPLITS: tuple[str, ...] = ("train", "test")
 _OWNED = ("train", "test", "media", "recipes", "manifest.json")
