@@ -21,9 +21,9 @@ stage 1.5 export (the demo's, cached) trains four short OneVision fine-tunes dif
 learning rate, weight decay and data seed, averages them (uniform soup) and builds the greedy
 soup on a held-out split (test questions of a world of another seed, not the test split), then
 prints one table per scenario: each ingredient, both soups, chance. Writes table.txt,
-results.json, uniform_soup/ and greedy_soup/ to --out/soup. With nothing cached 8-10 minutes
-on 2 busy CPU cores (5.4 CPU minutes); about 5 with the demo's pretraining and stages 1 and 1.5
-cached (3.5 CPU minutes, mostly the four fine-tunes); seconds when everything is.
+results.json, uniform_soup/ and greedy_soup/ to --out/soup. About 4 minutes with the demo's
+pretraining and stages 1 and 1.5 cached (216 s measured on 2 CPU cores, mostly the four
+fine-tunes), about 3 more when nothing is cached; seconds when everything is.
 """
 
 from __future__ import annotations
