@@ -28,9 +28,7 @@ import torch
 from transformers import SiglipVisionModel
 
 from onevision.processing import ImageNormalization
-from onevision.world.scene import QUADRANTS, SHAPES, SIZES, Scene, WorldObject, place_in_quadrant, render_scene
-
-COLOURS = ("red", "green", "blue", "yellow")
+from onevision.world.scene import COLOURS, QUADRANTS, SHAPES, SIZES, Scene, WorldObject, place_in_quadrant, render_scene
 
 
 def scenes(n: int, fraction: float, image_size: int, seed: int) -> tuple[list, torch.Tensor]:
@@ -41,15 +39,14 @@ def scenes(n: int, fraction: float, image_size: int, seed: int) -> tuple[list, t
     for i in range(n):
         shape = SHAPES[i % len(SHAPES)]
         x, y = place_in_quadrant(rng, QUADRANTS[int(rng.integers(4))], radius, image_size)
-        colour = COLOURS[int(rng.integers(len(COLOURS)))]
+        colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
         images.append(render_scene(Scene((WorldObject(shape, colour, "small", x, y, radius),), image_size)))
         labels.append(i % len(SHAPES))
     return images, torch.tensor(labels)
 
 
-def features(tower: SiglipVisionModel, images: list, layer: int) -> torch.Tensor:
-    """Hidden states of `layer` for `images`: [N, patches, width]."""
-    norm = ImageNormalization()
+def features(tower: SiglipVisionModel, images: list, layer: int, norm: ImageNormalization) -> torch.Tensor:
+    """Hidden states of `layer` for `images` normalised by `norm`: [N, patches, width]."""
     pixels = np.stack([np.asarray(image, dtype=np.float32) / 255.0 for image in images])
     pixels = (pixels - np.asarray(norm.mean, np.float32)) / np.asarray(norm.std, np.float32)
     with torch.no_grad():
@@ -101,17 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"world_probe: {folder}: no config.json, not a transformers model folder", file=sys.stderr)
         return 2
     tower = SiglipVisionModel.from_pretrained(folder).eval()
+    norm = ImageNormalization.from_pretrained_dir(folder)
     image_size = tower.config.image_size
     print(f"tower {folder} (layer {args.layer}, {image_size} px, patch {tower.config.patch_size}); shape probes on fresh scenes, chance 25%")
     print(f"{'size':<22}{'mean over patches':>20}{'all patches':>14}")
     # As in the world, one probe serves both sizes: trained on both, scored on each.
     sizes = (("small", args.small), ("large", args.large))
     train = [scenes(args.scenes, fraction, image_size, args.seed + k) for k, (_, fraction) in enumerate(sizes)]
-    train_h = torch.cat([features(tower, images, args.layer) for images, _ in train])
+    train_h = torch.cat([features(tower, images, args.layer, norm) for images, _ in train])
     train_y = torch.cat([labels for _, labels in train])
     for k, (name, fraction) in enumerate(sizes):
         test_images, test_y = scenes(max(len(SHAPES), args.scenes // 4), fraction, image_size, args.seed + 10 + k)
-        test_h = features(tower, test_images, args.layer)
+        test_h = features(tower, test_images, args.layer, norm)
         mean_acc = probe(train_h.mean(1), train_y, test_h.mean(1), test_y)
         flat_acc = probe(train_h.flatten(1), train_y, test_h.flatten(1), test_y)
         label = f"{name} ({fraction:g}, {2 * max(3, round(fraction * image_size)) + 1} px)"
