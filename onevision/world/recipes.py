@@ -30,7 +30,7 @@ SLOW_TASKS: dict[str, float] = {
     "si_shape": 2.0, "si_position": 3.0, "mi_odd_one_out": 2.0, "mi_same_colour": 2.0, "vid_direction": 4.0,
 }
 """Tasks the demo's model learns only after a long plateau, and how many times each record is
-drawn per pass (the recipe's `weight`). Trained alone from stage 2 single-image, shape, position
+drawn per pass (the recipe's `weight`). Trained alone from an earlier stage's export, shape, position
 and direction each stay at chance for about 100 steps of 12 samples before their loss falls; at
 one share in twelve of the OneVision mixture they never got there in the demo's budget. "Same
 colour" learns or stays near chance from run to run at one share (100% in two full runs, 50-59%
